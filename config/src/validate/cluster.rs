@@ -1,0 +1,300 @@
+//! Clusters: endpoints, load balancing and connection pools.
+
+use std::time::Duration;
+
+use crate::code;
+use crate::model::{Cluster, Endpoint, HashKey, LbPolicy, Pool, UpstreamProtocol};
+use crate::problem::{Problem, Problems, quote};
+use crate::raw;
+
+use super::{FirstUse, all, check, keys, value};
+
+/// Time allowed to connect to an endpoint when a cluster sets no `connect_timeout`.
+const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
+const PROTOCOLS: &[(&str, UpstreamProtocol)] = &[
+    ("http1", UpstreamProtocol::Http1),
+    ("http2", UpstreamProtocol::Http2),
+    ("downstream", UpstreamProtocol::Downstream),
+];
+
+const LB_POLICIES: &[(&str, LbPolicy)] = &[
+    ("round_robin", LbPolicy::RoundRobin),
+    ("least_request", LbPolicy::LeastRequest),
+    ("random", LbPolicy::Random),
+    ("ring_hash", LbPolicy::RingHash),
+    ("maglev", LbPolicy::Maglev),
+];
+
+pub(super) fn clusters(raw: &[raw::Cluster], problems: &mut Problems) -> Option<Vec<Cluster>> {
+    let mut names = FirstUse::new();
+    all(raw.iter().enumerate().map(|(i, cluster)| {
+        let path = format!("clusters[{i}]");
+        let name = check(
+            problems,
+            &format!("{path}.name"),
+            code::CLUSTER_NAME,
+            quote(&cluster.name),
+            value::name(&cluster.name),
+        );
+        if let Err(first) = names.claim(cluster.name.as_str(), &path) {
+            problems.push(
+                Problem::new(
+                    format!("{path}.name"),
+                    code::CLUSTER_NAME_IN_USE,
+                    quote(&cluster.name),
+                    "must be unique among clusters",
+                )
+                .with_hint(format!("already used by {first}")),
+            );
+        }
+        let protocol = one_of(
+            cluster.protocol.as_deref(),
+            PROTOCOLS,
+            UpstreamProtocol::Http1,
+            &format!("{path}.protocol"),
+            code::UPSTREAM_PROTOCOL,
+            problems,
+        );
+        let lb = one_of(
+            cluster.lb.as_deref(),
+            LB_POLICIES,
+            LbPolicy::RoundRobin,
+            &format!("{path}.lb"),
+            code::LB,
+            problems,
+        );
+        let lb_text = cluster.lb.as_deref().unwrap_or("round_robin");
+        let hash_key = hash_key(cluster.hash_key.as_ref(), lb, lb_text, &path, problems);
+        let endpoints = endpoints(&cluster.endpoints, &path, problems);
+        let connect_timeout = duration(
+            cluster.connect_timeout.as_ref(),
+            DEFAULT_CONNECT_TIMEOUT,
+            &format!("{path}.connect_timeout"),
+            problems,
+        );
+        let pool = pool(cluster.pool.as_ref(), &path, problems);
+        Some(Cluster {
+            name: name?,
+            protocol: protocol?,
+            lb: lb?,
+            hash_key: hash_key?,
+            endpoints: endpoints?,
+            connect_timeout: connect_timeout?,
+            pool: pool?,
+        })
+    }))
+}
+
+/// An enumeration value, or the problem listing the valid ones.
+fn one_of<T: Copy>(
+    raw: Option<&str>,
+    valid: &[(&str, T)],
+    default: T,
+    path: &str,
+    code: &'static str,
+    problems: &mut Problems,
+) -> Option<T> {
+    let Some(text) = raw else {
+        return Some(default);
+    };
+    if let Some((_, value)) = valid.iter().find(|(name, _)| *name == text) {
+        return Some(*value);
+    }
+    let names: Vec<&str> = valid.iter().map(|(name, _)| *name).collect();
+    problems.push(
+        Problem::new(path, code, quote(text), "must be a known value")
+            .with_hint(format!("valid values: {}", names.join(", "))),
+    );
+    None
+}
+
+/// The hash key of `ring_hash` and `maglev` (default: source IP); `None` for other policies.
+/// `lb` is `None` when the policy itself was invalid: the key is still checked.
+fn hash_key(
+    raw: Option<&raw::HashKey>,
+    lb: Option<LbPolicy>,
+    lb_text: &str,
+    cluster: &str,
+    problems: &mut Problems,
+) -> Option<Option<HashKey>> {
+    let path = format!("{cluster}.hash_key");
+    let hashing = matches!(lb, Some(LbPolicy::RingHash | LbPolicy::Maglev));
+    let Some(raw) = raw else {
+        return Some(hashing.then_some(HashKey::SourceIp));
+    };
+    let set = [
+        ("header", raw.header.is_some()),
+        ("cookie", raw.cookie.is_some()),
+        ("source_ip", raw.source_ip.is_some()),
+    ];
+    let key = match (&raw.header, &raw.cookie, raw.source_ip) {
+        (Some(name), None, None) => check(
+            problems,
+            &format!("{path}.header"),
+            code::HASH_KEY,
+            quote(name),
+            value::header_name(name),
+        )
+        .map(HashKey::Header),
+        (None, Some(name), None) => check(
+            problems,
+            &format!("{path}.cookie"),
+            code::HASH_KEY,
+            quote(name),
+            value::cookie_name(name),
+        )
+        .map(HashKey::Cookie),
+        (None, None, Some(true)) => Some(HashKey::SourceIp),
+        (None, None, Some(false)) => {
+            problems.push(
+                Problem::new(
+                    format!("{path}.source_ip"),
+                    code::HASH_KEY,
+                    "false",
+                    "must be true",
+                )
+                .with_hint("to hash on something else, set header or cookie instead"),
+            );
+            None
+        }
+        _ => {
+            problems.push(
+                Problem::new(
+                    &path,
+                    code::HASH_KEY,
+                    keys(&set),
+                    "must set exactly one of header, cookie, source_ip",
+                )
+                .with_hint("example: { header: x-user-id }"),
+            );
+            None
+        }
+    };
+    if lb.is_some() && !hashing {
+        problems.push(
+            Problem::new(
+                &path,
+                code::HASH_KEY_UNUSED,
+                keys(&set),
+                "applies only to lb: ring_hash or maglev",
+            )
+            .with_hint(format!("lb is {lb_text}; remove hash_key or change lb")),
+        );
+        return None;
+    }
+    key.map(Some)
+}
+
+fn endpoints(
+    raw: &[raw::Endpoint],
+    cluster: &str,
+    problems: &mut Problems,
+) -> Option<Vec<Endpoint>> {
+    if raw.is_empty() {
+        problems.push(
+            Problem::new(
+                format!("{cluster}.endpoints"),
+                code::NO_ENDPOINTS,
+                "[]",
+                "must list at least one endpoint",
+            )
+            .with_hint(r#"example: ["127.0.0.1:9001"]"#),
+        );
+        return None;
+    }
+    let mut seen = FirstUse::new();
+    all(raw.iter().enumerate().map(|(i, endpoint)| {
+        let path = format!("{cluster}.endpoints[{i}]");
+        let address = check(
+            problems,
+            &path,
+            code::ENDPOINT_ADDRESS,
+            quote(&endpoint.address),
+            value::socket_addr(&endpoint.address, true),
+        );
+        if let Some(address) = address
+            && let Err(first) = seen.claim(address, &path)
+        {
+            problems.push(
+                Problem::new(
+                    &path,
+                    code::ENDPOINT_IN_USE,
+                    quote(&endpoint.address),
+                    "must be listed once per cluster",
+                )
+                .with_hint(format!(
+                    "already listed as {first}; raise its weight instead"
+                )),
+            );
+        }
+        let weight = match endpoint.weight {
+            None => Some(1),
+            Some(n) => check(
+                problems,
+                &format!("{path}.weight"),
+                code::ENDPOINT_WEIGHT,
+                n.to_string(),
+                value::int(n, 1, 1000),
+            ),
+        };
+        Some(Endpoint {
+            address: address?,
+            weight: weight?,
+        })
+    }))
+}
+
+fn pool(raw: Option<&raw::Pool>, cluster: &str, problems: &mut Problems) -> Option<Pool> {
+    let default = Pool::default();
+    let Some(raw) = raw else {
+        return Some(default);
+    };
+    let path = format!("{cluster}.pool");
+    let mut int = |key: &str, raw: Option<i64>, min: i64, default: usize| match raw {
+        None => Some(default),
+        Some(n) => check(
+            problems,
+            &format!("{path}.{key}"),
+            code::POOL,
+            n.to_string(),
+            value::int(n, min, 100_000),
+        ),
+    };
+    let max_idle = int("max_idle", raw.max_idle, 0, default.max_idle);
+    let max_connections = int(
+        "max_connections",
+        raw.max_connections,
+        1,
+        default.max_connections,
+    );
+    let idle_timeout = duration(
+        raw.idle_timeout.as_ref(),
+        default.idle_timeout,
+        &format!("{path}.idle_timeout"),
+        problems,
+    );
+    Some(Pool {
+        max_idle: max_idle?,
+        max_connections: max_connections?,
+        idle_timeout: idle_timeout?,
+    })
+}
+
+fn duration(
+    raw: Option<&raw::Scalar>,
+    default: Duration,
+    path: &str,
+    problems: &mut Problems,
+) -> Option<Duration> {
+    match raw {
+        None => Some(default),
+        Some(raw::Scalar(text)) => check(
+            problems,
+            path,
+            code::CLUSTER_DURATION,
+            quote(text),
+            value::duration(text),
+        ),
+    }
+}
