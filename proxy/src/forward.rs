@@ -1,0 +1,483 @@
+//! The request path of one request: route, act, pick an endpoint, send upstream, answer.
+//!
+//! [`handle`] never fails: every [`ProxyError`] becomes a response with the error's status, an
+//! `x-strait-error` header naming the cause and a one-line body.
+
+use std::borrow::Cow;
+use std::cell::Cell;
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::rc::Rc;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::header::{self, HeaderValue};
+use http::uri::{Authority, PathAndQuery, Scheme, Uri};
+use http::{Request, Response, StatusCode, Version};
+use http_body::Body;
+use http_body_util::BodyExt;
+use hyper::body::Incoming;
+use hyper::upgrade::OnUpgrade;
+use hyper_util::rt::TokioIo;
+use strait_config::{Action, HashKey, PathMatch, Redirect, Route, UpstreamProtocol};
+
+use crate::balance;
+use crate::body::{Release, RequestBody, ResponseBody};
+use crate::error::{ERROR_HEADER, ProxyError};
+use crate::framing::FramingGuard;
+use crate::headers;
+use crate::route;
+use crate::snapshot::WorkerView;
+use crate::upstream::{ClusterState, EndpointPool};
+use crate::worker::Worker;
+
+/// What a request needs to know about the connection it arrived on.
+#[derive(Debug)]
+pub struct Downstream {
+    /// The worker serving it.
+    pub worker: Rc<Worker>,
+    /// The listener's index in the snapshot.
+    pub listener_index: usize,
+    /// The listener's name.
+    pub listener: Rc<str>,
+    /// The client's address.
+    pub peer: SocketAddr,
+    /// Flags HTTP/1.1 heads with both Content-Length and Transfer-Encoding.
+    pub framing: Arc<FramingGuard>,
+    /// HTTP/1.x requests received so far on this connection.
+    pub requests: Cell<u64>,
+}
+
+/// Serves one request; errors become responses.
+pub async fn handle(
+    conn: Rc<Downstream>,
+    req: Request<Incoming>,
+) -> Result<Response<ResponseBody>, Infallible> {
+    conn.worker.stats.count_request();
+    let version = req.version();
+    let response = match forward(&conn, req).await {
+        Ok(response) => response,
+        Err(err) => {
+            tracing::debug!(error = %err, kind = err.kind(), "request failed");
+            error_response(&err, version)
+        }
+    };
+    Ok(response)
+}
+
+/// Builds the response for a proxy error.
+pub fn error_response(err: &ProxyError, version: Version) -> Response<ResponseBody> {
+    let mut response = Response::new(ResponseBody::full(format!("{err}\n")));
+    *response.status_mut() = err.status();
+    *response.version_mut() = version;
+    let headers = response.headers_mut();
+    headers.insert(ERROR_HEADER, HeaderValue::from_static(err.kind()));
+    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain"));
+    response
+}
+
+async fn forward(
+    conn: &Downstream,
+    mut req: Request<Incoming>,
+) -> Result<Response<ResponseBody>, ProxyError> {
+    if req.version() != Version::HTTP_2 {
+        let index = conn.requests.get() + 1;
+        conn.requests.set(index);
+        if conn.framing.is_ambiguous(index) {
+            // RFC 9112 §6.1; hyper already closes the connection after this response.
+            return Err(ProxyError::BadRequest {
+                reason: "both content-length and transfer-encoding",
+            });
+        }
+    }
+    let view = conn.worker.views.view();
+    let table = view
+        .compiled()
+        .routes(conn.listener_index, &conn.listener)
+        .ok_or(ProxyError::BadRequest {
+            reason: "listener is being removed",
+        })?;
+    let host = request_host(&req)?;
+    let route = {
+        let request = route::Request {
+            host: &host,
+            path: req.uri().path(),
+            query: req.uri().query(),
+            method: req.method().as_str(),
+            headers: req.headers(),
+        };
+        match table.find(&request) {
+            Some((_, _, route)) => route,
+            None => {
+                return Err(ProxyError::NoRoute {
+                    host: host.into_owned(),
+                    path: req.uri().path().to_owned(),
+                });
+            }
+        }
+    };
+    let cluster = match route.action() {
+        Action::DirectResponse { status, body } => return Ok(direct_response(*status, body)),
+        Action::Redirect(redirect) => return Ok(redirect_response(redirect, &host, &req)),
+        Action::Cluster(name) => name.as_str(),
+        Action::WeightedClusters(split) => {
+            let total: u32 = split.iter().map(|c| c.weight()).sum();
+            let mut point = conn.worker.rng.borrow_mut().u32(0..total.max(1));
+            split
+                .iter()
+                .find(|c| {
+                    let hit = point < c.weight();
+                    point = point.saturating_sub(c.weight());
+                    hit
+                })
+                .map_or("", |c| c.cluster())
+        }
+    };
+    let cluster = cluster_state(&view, cluster)?;
+    let hash = request_hash(cluster.hash_key(), &req, conn.peer);
+    let endpoint = cluster
+        .pick(hash, &mut conn.worker.rng.borrow_mut())
+        .ok_or_else(|| ProxyError::NoReadyEndpoints {
+            cluster: cluster.def().name().to_owned(),
+        })?;
+
+    let downstream_version = req.version();
+    let upgrade = downstream_version == Version::HTTP_11 && wants_upgrade(&req);
+    let on_upgrade = if upgrade {
+        req.extensions_mut().remove::<OnUpgrade>()
+    } else {
+        None
+    };
+    let protocol = match endpoint.protocol() {
+        UpstreamProtocol::Http1 => Version::HTTP_11,
+        UpstreamProtocol::Http2 => Version::HTTP_2,
+        UpstreamProtocol::Downstream if downstream_version == Version::HTTP_2 => Version::HTTP_2,
+        UpstreamProtocol::Downstream => Version::HTTP_11,
+    };
+    if upgrade && protocol == Version::HTTP_2 {
+        return Err(ProxyError::BadRequest {
+            reason: "upgrade to an http/2 cluster",
+        });
+    }
+
+    let upstream_req = prepare_request(conn, req, route, protocol, upgrade).await?;
+    let in_flight = endpoint.start_request();
+    let timeout = route.timeout();
+    let (mut response, sender) = if protocol == Version::HTTP_2 {
+        (send_h2(&endpoint, upstream_req, timeout).await?, None)
+    } else {
+        let (response, sender) = send_h1(&endpoint, upstream_req, timeout).await?;
+        (response, Some(sender))
+    };
+
+    let switching = response.status() == StatusCode::SWITCHING_PROTOCOLS;
+    if switching {
+        match (on_upgrade, response.extensions_mut().remove::<OnUpgrade>()) {
+            (Some(downstream), Some(upstream)) => {
+                conn.framing.stop();
+                tokio::task::spawn_local(tunnel(downstream, upstream));
+            }
+            _ => {
+                return Err(ProxyError::BadRequest {
+                    reason: "unexpected 101 from upstream",
+                });
+            }
+        }
+    }
+    headers::remove_hop_by_hop(response.headers_mut(), switching, false);
+    headers::apply_changes(response.headers_mut(), route.response_headers());
+    *response.version_mut() = downstream_version;
+    // A connection that switched protocols belongs to the tunnel, never to the pool.
+    let sender = if switching { None } else { sender };
+    Ok(
+        response
+            .map(|body| ResponseBody::upstream(body, Release::new(endpoint, sender, in_flight))),
+    )
+}
+
+fn cluster_state(view: &WorkerView, name: &str) -> Result<Rc<ClusterState>, ProxyError> {
+    view.compiled()
+        .cluster_index(name)
+        .and_then(|i| view.cluster(i))
+        .cloned()
+        .ok_or_else(|| ProxyError::NoReadyEndpoints {
+            cluster: name.to_owned(),
+        })
+}
+
+/// The request's host, lowercase and without port: `:authority` (HTTP/2, absolute-form) or Host.
+fn request_host<B>(req: &Request<B>) -> Result<Cow<'_, str>, ProxyError> {
+    let raw = match req.uri().authority() {
+        Some(authority) => authority.host(),
+        None => match req.headers().get(header::HOST) {
+            Some(value) => {
+                let value = value.to_str().map_err(|_| ProxyError::BadRequest {
+                    reason: "invalid host",
+                })?;
+                let authority: Authority = value.parse().map_err(|_| ProxyError::BadRequest {
+                    reason: "invalid host",
+                })?;
+                return Ok(Cow::Owned(authority.host().to_ascii_lowercase()));
+            }
+            // RFC 9112 §3.2: an HTTP/1.1 request without Host is invalid.
+            None if req.version() == Version::HTTP_11 => {
+                return Err(ProxyError::BadRequest {
+                    reason: "missing host",
+                });
+            }
+            None => "",
+        },
+    };
+    if raw.bytes().any(|b| b.is_ascii_uppercase()) {
+        Ok(Cow::Owned(raw.to_ascii_lowercase()))
+    } else {
+        Ok(Cow::Borrowed(raw))
+    }
+}
+
+fn wants_upgrade<B>(req: &Request<B>) -> bool {
+    req.headers().contains_key(header::UPGRADE)
+        && req.headers().get_all(header::CONNECTION).iter().any(|v| {
+            v.to_str().is_ok_and(|s| {
+                s.split(',')
+                    .any(|t| t.trim().eq_ignore_ascii_case("upgrade"))
+            })
+        })
+}
+
+fn request_hash<B>(key: Option<&HashKey>, req: &Request<B>, peer: SocketAddr) -> Option<u64> {
+    match key? {
+        HashKey::Header(name) => req
+            .headers()
+            .get(name.as_str())
+            .map(|v| balance::hash_key(v.as_bytes())),
+        HashKey::Cookie(name) => req
+            .headers()
+            .get_all(header::COOKIE)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(';'))
+            .find_map(|pair| {
+                let (k, v) = pair.trim().split_once('=')?;
+                (k == name).then(|| balance::hash_key(v.as_bytes()))
+            }),
+        HashKey::SourceIp => Some(match peer.ip() {
+            std::net::IpAddr::V4(ip) => balance::hash_key(&ip.octets()),
+            std::net::IpAddr::V6(ip) => balance::hash_key(&ip.octets()),
+        }),
+    }
+}
+
+/// Turns the downstream request into the upstream one: headers, rewrites, version and URI form.
+/// For HTTP/1.1 downstream bodies the first frame is read first, so a body with broken framing
+/// is rejected before anything reaches the upstream.
+async fn prepare_request(
+    conn: &Downstream,
+    req: Request<Incoming>,
+    route: &Route,
+    protocol: Version,
+    upgrade: bool,
+) -> Result<Request<RequestBody>, ProxyError> {
+    let downstream_version = req.version();
+    let (mut parts, mut body) = req.into_parts();
+    let first = if downstream_version != Version::HTTP_2 && !upgrade && !body.is_end_stream() {
+        match body.frame().await {
+            Some(Ok(frame)) => Some(frame),
+            Some(Err(source)) => return Err(ProxyError::BadRequestBody { source }),
+            None => None,
+        }
+    } else {
+        None
+    };
+
+    headers::remove_hop_by_hop(&mut parts.headers, upgrade, true);
+    headers::append_forwarded(&mut parts.headers, conn.peer.ip(), "http");
+    headers::ensure_request_id(&mut parts.headers, &mut conn.worker.rng.borrow_mut());
+    headers::apply_changes(&mut parts.headers, route.request_headers());
+
+    let path_and_query = rewritten_path(&parts.uri, route)?;
+    let authority: Cow<'_, str> = match route.host_rewrite() {
+        Some(rewrite) => Cow::Borrowed(rewrite),
+        None => match parts.uri.authority() {
+            Some(a) => Cow::Owned(a.as_str().to_owned()),
+            None => match parts
+                .headers
+                .get(header::HOST)
+                .and_then(|h| h.to_str().ok())
+            {
+                Some(h) => Cow::Owned(h.to_owned()),
+                // Only HTTP/1.0 requests may come without any host.
+                None => Cow::Borrowed("localhost"),
+            },
+        },
+    };
+    if protocol == Version::HTTP_2 {
+        // RFC 9113 §8.3.1: the target goes in :scheme, :authority and :path; Host is dropped.
+        parts.headers.remove(header::HOST);
+        let mut uri = http::uri::Parts::default();
+        uri.scheme = Some(Scheme::HTTP);
+        uri.authority =
+            Some(
+                Authority::try_from(authority.as_ref()).map_err(|_| ProxyError::BadRequest {
+                    reason: "invalid authority",
+                })?,
+            );
+        uri.path_and_query = Some(path_and_query);
+        parts.uri = Uri::from_parts(uri).map_err(|_| ProxyError::BadRequest {
+            reason: "invalid uri",
+        })?;
+    } else {
+        let host_value =
+            HeaderValue::try_from(authority.as_ref()).map_err(|_| ProxyError::BadRequest {
+                reason: "invalid host",
+            })?;
+        parts.headers.insert(header::HOST, host_value);
+        parts.uri = Uri::from(path_and_query);
+    }
+    parts.version = protocol;
+    Ok(Request::from_parts(
+        parts,
+        RequestBody::new(first, Some(body)),
+    ))
+}
+
+fn rewritten_path(uri: &Uri, route: &Route) -> Result<PathAndQuery, ProxyError> {
+    let original = uri
+        .path_and_query()
+        .cloned()
+        .unwrap_or_else(|| PathAndQuery::from_static("/"));
+    let (Some(rewrite), PathMatch::Prefix(prefix)) =
+        (route.prefix_rewrite(), route.matcher().path())
+    else {
+        return Ok(original);
+    };
+    let rest = original.path().get(prefix.len()..).unwrap_or("");
+    let mut text = String::with_capacity(rewrite.len() + rest.len() + 16);
+    text.push_str(rewrite);
+    text.push_str(rest);
+    if let Some(query) = original.query() {
+        text.push('?');
+        text.push_str(query);
+    }
+    PathAndQuery::try_from(text).map_err(|_| ProxyError::BadRequest {
+        reason: "invalid rewritten path",
+    })
+}
+
+async fn send_h1(
+    endpoint: &Rc<EndpointPool>,
+    req: Request<RequestBody>,
+    timeout: Duration,
+) -> Result<
+    (
+        Response<Incoming>,
+        hyper::client::conn::http1::SendRequest<RequestBody>,
+    ),
+    ProxyError,
+> {
+    let addr = endpoint.addr();
+    let mut conn = endpoint.checkout_h1().await?;
+    let attempt = tokio::time::timeout(timeout, conn.sender.try_send_request(req)).await;
+    let result = match attempt {
+        Err(_) => {
+            return Err(ProxyError::UpstreamTimeout {
+                addr,
+                after: timeout,
+            });
+        }
+        Ok(Ok(response)) => Ok(response),
+        Ok(Err(mut err)) => match err.take_message() {
+            // A pooled connection the upstream closed while idle: the request was not sent,
+            // so it goes out again on a new connection.
+            Some(req) if conn.reused => {
+                conn.sender = endpoint.connect_h1().await?;
+                match tokio::time::timeout(timeout, conn.sender.send_request(req)).await {
+                    Err(_) => {
+                        return Err(ProxyError::UpstreamTimeout {
+                            addr,
+                            after: timeout,
+                        });
+                    }
+                    Ok(result) => result,
+                }
+            }
+            _ => Err(err.into_error()),
+        },
+    };
+    result
+        .map(|response| (response, conn.sender))
+        .map_err(|source| ProxyError::UpstreamClosed { addr, source })
+}
+
+async fn send_h2(
+    endpoint: &Rc<EndpointPool>,
+    req: Request<RequestBody>,
+    timeout: Duration,
+) -> Result<Response<Incoming>, ProxyError> {
+    let addr = endpoint.addr();
+    let mut sender = endpoint.h2_sender().await?;
+    match tokio::time::timeout(timeout, sender.send_request(req)).await {
+        Err(_) => Err(ProxyError::UpstreamTimeout {
+            addr,
+            after: timeout,
+        }),
+        Ok(result) => result.map_err(|source| ProxyError::UpstreamClosed { addr, source }),
+    }
+}
+
+/// Copies bytes both ways between an upgraded downstream and upstream connection.
+async fn tunnel(downstream: OnUpgrade, upstream: OnUpgrade) {
+    let (downstream, upstream) = match tokio::try_join!(downstream, upstream) {
+        Ok(pair) => pair,
+        Err(err) => {
+            tracing::debug!(error = %err, "upgrade failed");
+            return;
+        }
+    };
+    let mut downstream = TokioIo::new(downstream);
+    let mut upstream = TokioIo::new(upstream);
+    if let Err(err) = tokio::io::copy_bidirectional(&mut downstream, &mut upstream).await {
+        tracing::debug!(error = %err, "tunnel ended");
+    }
+}
+
+fn direct_response(status: u16, body: &str) -> Response<ResponseBody> {
+    let mut response = Response::new(ResponseBody::full(Bytes::copy_from_slice(body.as_bytes())));
+    *response.status_mut() = StatusCode::from_u16(status).unwrap_or(StatusCode::OK);
+    response
+        .headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain"));
+    response
+}
+
+fn redirect_response<B>(
+    redirect: &Redirect,
+    host: &str,
+    req: &Request<B>,
+) -> Response<ResponseBody> {
+    let scheme = redirect.scheme().unwrap_or("http");
+    let authority = redirect.host().map(Cow::Borrowed).unwrap_or_else(|| {
+        req.uri()
+            .authority()
+            .map(|a| a.as_str())
+            .or_else(|| {
+                req.headers()
+                    .get(header::HOST)
+                    .and_then(|h| h.to_str().ok())
+            })
+            .map_or(Cow::Borrowed(host), |h| Cow::Owned(h.to_owned()))
+    });
+    let path = redirect
+        .path()
+        .or_else(|| req.uri().path_and_query().map(PathAndQuery::as_str))
+        .unwrap_or("/");
+    let location = format!("{scheme}://{authority}{path}");
+    let mut response = Response::new(ResponseBody::empty());
+    *response.status_mut() =
+        StatusCode::from_u16(redirect.code()).unwrap_or(StatusCode::MOVED_PERMANENTLY);
+    if let Ok(value) = HeaderValue::try_from(location) {
+        response.headers_mut().insert(header::LOCATION, value);
+    }
+    response
+}

@@ -1,0 +1,200 @@
+//! Proxy header semantics (RFC 9110 §7.6): hop-by-hop removal, forwarding headers, request ids
+//! and the per-route header changes.
+
+use std::net::IpAddr;
+
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use strait_config::HeaderChanges;
+
+/// Headers that apply to one connection only and are never forwarded (RFC 9110 §7.6.1, plus
+/// the de-facto `keep-alive`, `proxy-connection` and `proxy-authorization`).
+const HOP_BY_HOP: [HeaderName; 7] = [
+    header::CONNECTION,
+    HeaderName::from_static("keep-alive"),
+    HeaderName::from_static("proxy-connection"),
+    header::PROXY_AUTHORIZATION,
+    header::TE,
+    header::TRANSFER_ENCODING,
+    header::UPGRADE,
+];
+
+/// The request id header, set when absent.
+pub const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+const FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+const FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+
+/// Removes hop-by-hop headers and those named in `Connection`.
+///
+/// `keep_upgrade` keeps `Connection: upgrade` and `Upgrade` for a tunnel being set up.
+/// `keep_te_trailers` keeps `te: trailers`, which gRPC requires end to end.
+pub fn remove_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool, keep_te_trailers: bool) {
+    // Fast path: most requests carry none of these.
+    if !HOP_BY_HOP.iter().any(|h| headers.contains_key(h)) {
+        return;
+    }
+    let te_trailers = keep_te_trailers
+        && headers.get_all(header::TE).iter().any(|v| {
+            v.to_str().is_ok_and(|s| {
+                s.split(',')
+                    .any(|t| t.trim().eq_ignore_ascii_case("trailers"))
+            })
+        });
+    let upgrade = keep_upgrade
+        .then(|| headers.get(header::UPGRADE).cloned())
+        .flatten();
+    let named: Vec<HeaderName> = headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|token| HeaderName::from_bytes(token.trim().as_bytes()).ok())
+        .collect();
+    for name in named.iter().chain(HOP_BY_HOP.iter()) {
+        headers.remove(name);
+    }
+    if te_trailers {
+        headers.insert(header::TE, HeaderValue::from_static("trailers"));
+    }
+    if let Some(upgrade) = upgrade {
+        headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+        headers.insert(header::UPGRADE, upgrade);
+    }
+}
+
+/// Appends the client address to `X-Forwarded-For` and the scheme to `X-Forwarded-Proto`.
+pub fn append_forwarded(headers: &mut HeaderMap, client: IpAddr, proto: &'static str) {
+    append_list(headers, FORWARDED_FOR, &client.to_string());
+    append_list(headers, FORWARDED_PROTO, proto);
+}
+
+fn append_list(headers: &mut HeaderMap, name: HeaderName, item: &str) {
+    let value = match headers.get(&name).and_then(|v| v.to_str().ok()) {
+        Some(existing) if !existing.is_empty() => format!("{existing}, {item}"),
+        _ => item.to_owned(),
+    };
+    // Both parts are valid header text, so the join is too.
+    if let Ok(value) = HeaderValue::try_from(value) {
+        headers.insert(name, value);
+    }
+}
+
+/// Sets `x-request-id` to a new random id when the request has none; returns the id in use.
+pub fn ensure_request_id(headers: &mut HeaderMap, rng: &mut fastrand::Rng) -> HeaderValue {
+    if let Some(id) = headers.get(&REQUEST_ID) {
+        return id.clone();
+    }
+    let id = new_request_id(rng);
+    headers.insert(REQUEST_ID, id.clone());
+    id
+}
+
+/// A random UUID v4 in its usual text form.
+pub fn new_request_id(rng: &mut fastrand::Rng) -> HeaderValue {
+    let mut bytes = rng.u128(..).to_be_bytes();
+    bytes[6] = (bytes[6] & 0x0f) | 0x40;
+    bytes[8] = (bytes[8] & 0x3f) | 0x80;
+    let mut text = [0u8; 36];
+    let mut at = 0;
+    for (i, byte) in bytes.iter().enumerate() {
+        if matches!(i, 4 | 6 | 8 | 10) {
+            text[at] = b'-';
+            at += 1;
+        }
+        text[at] = HEX[usize::from(byte >> 4)];
+        text[at + 1] = HEX[usize::from(byte & 0x0f)];
+        at += 2;
+    }
+    HeaderValue::from_bytes(&text).unwrap_or_else(|_| HeaderValue::from_static("invalid"))
+}
+
+const HEX: &[u8; 16] = b"0123456789abcdef";
+
+/// Applies a route's header changes: remove, then set, then add.
+pub fn apply_changes(headers: &mut HeaderMap, changes: &HeaderChanges) {
+    if changes.is_empty() {
+        return;
+    }
+    for name in changes.remove() {
+        headers.remove(name.as_str());
+    }
+    // Names and values were validated by strait-config; a failure here cannot happen, and
+    // skipping is the safe reaction if it did.
+    for (name, value) in changes.set() {
+        if let (Ok(name), Ok(value)) = (HeaderName::try_from(name), HeaderValue::try_from(value)) {
+            headers.insert(name, value);
+        }
+    }
+    for (name, value) in changes.add() {
+        if let (Ok(name), Ok(value)) = (HeaderName::try_from(name), HeaderValue::try_from(value)) {
+            headers.append(name, value);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn map(pairs: &[(&str, &str)]) -> HeaderMap {
+        let mut headers = HeaderMap::new();
+        for (k, v) in pairs {
+            headers.append(
+                HeaderName::try_from(*k).unwrap(),
+                HeaderValue::try_from(*v).unwrap(),
+            );
+        }
+        headers
+    }
+
+    #[test]
+    fn removes_hop_by_hop_and_connection_named_headers() {
+        let mut h = map(&[
+            ("connection", "close, x-secret"),
+            ("x-secret", "1"),
+            ("keep-alive", "timeout=5"),
+            ("te", "gzip"),
+            ("transfer-encoding", "chunked"),
+            ("x-kept", "yes"),
+        ]);
+        remove_hop_by_hop(&mut h, false, true);
+        assert_eq!(h.len(), 1, "{h:?}");
+        assert_eq!(h["x-kept"], "yes");
+    }
+
+    #[test]
+    fn keeps_te_trailers_and_upgrade_when_asked() {
+        let mut h = map(&[
+            ("te", "trailers"),
+            ("connection", "Upgrade"),
+            ("upgrade", "websocket"),
+        ]);
+        remove_hop_by_hop(&mut h, true, true);
+        assert_eq!(h["te"], "trailers");
+        assert_eq!(h["upgrade"], "websocket");
+        assert_eq!(h["connection"], "upgrade");
+        let mut h = map(&[("te", "trailers"), ("upgrade", "websocket")]);
+        remove_hop_by_hop(&mut h, false, false);
+        assert!(h.is_empty(), "{h:?}");
+    }
+
+    #[test]
+    fn appends_forwarded_headers() {
+        let mut h = map(&[("x-forwarded-for", "10.0.0.1")]);
+        append_forwarded(&mut h, "127.0.0.2".parse().unwrap(), "http");
+        assert_eq!(h["x-forwarded-for"], "10.0.0.1, 127.0.0.2");
+        assert_eq!(h["x-forwarded-proto"], "http");
+    }
+
+    #[test]
+    fn request_id_is_kept_or_generated() {
+        let mut rng = fastrand::Rng::with_seed(7);
+        let mut h = map(&[("x-request-id", "abc")]);
+        assert_eq!(ensure_request_id(&mut h, &mut rng), "abc");
+        let mut h = HeaderMap::new();
+        let id = ensure_request_id(&mut h, &mut rng);
+        let text = id.to_str().unwrap();
+        assert_eq!(text.len(), 36);
+        assert_eq!(&text[14..15], "4", "version nibble in {text}");
+        assert_eq!(h["x-request-id"], id);
+    }
+}

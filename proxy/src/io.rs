@@ -1,0 +1,204 @@
+//! The socket seam: every byte the proxy reads or writes goes through [`Socket`].
+//!
+//! hyper reads and writes through `hyper::rt::{Read, Write}`, implemented here once, so an I/O
+//! backend (today epoll through tokio; the io_uring driver of the next I/O issue) slots in as
+//! another variant without touching HTTP code. This module also binds the per-worker
+//! `SO_REUSEPORT` listener sockets and opens upstream connections.
+#![allow(unsafe_code)] // Only in `Socket::poll_read`, with SAFETY comments.
+
+use std::io;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use hyper::rt::{Read, ReadBufCursor, Write};
+use hyper_util::rt::TokioIo;
+use socket2::{Domain, Protocol, Socket as RawSocket, Type};
+use tokio::io::{AsyncRead, ReadBuf};
+use tokio::net::TcpStream;
+
+use crate::error::ProxyError;
+use crate::framing::{FramingGuard, FramingScanner};
+
+/// A connected stream, downstream or upstream.
+#[derive(Debug)]
+pub struct Socket {
+    inner: TokioIo<TcpStream>,
+    activity: Option<Activity>,
+    framing: Option<(FramingScanner, Arc<FramingGuard>)>,
+}
+
+/// Counts the reads and writes of a connection that made progress, for idle detection.
+///
+/// hyper requires upgradable connections to be `Send`, hence an atomic; only the owning worker
+/// writes it, so a relaxed load and store (no read-modify-write) is enough and costs no bus lock.
+#[derive(Debug, Clone, Default)]
+pub struct Activity(Arc<AtomicU64>);
+
+impl Activity {
+    /// The number of reads and writes that moved bytes so far.
+    pub fn count(&self) -> u64 {
+        self.0.load(Ordering::Relaxed)
+    }
+
+    fn bump(&self) {
+        self.0.store(
+            self.0.load(Ordering::Relaxed).wrapping_add(1),
+            Ordering::Relaxed,
+        );
+    }
+}
+
+impl Socket {
+    /// Wraps a tokio TCP stream.
+    pub fn tcp(stream: TcpStream) -> Self {
+        Self {
+            inner: TokioIo::new(stream),
+            activity: None,
+            framing: None,
+        }
+    }
+
+    /// Follows HTTP/1 request framing of the bytes read, reporting to `guard`.
+    pub fn with_framing_guard(mut self, guard: Arc<FramingGuard>) -> Self {
+        self.framing = Some((FramingScanner::default(), guard));
+        self
+    }
+
+    /// Counts progress into `activity`.
+    pub fn with_activity(mut self, activity: Activity) -> Self {
+        self.activity = Some(activity);
+        self
+    }
+
+    fn touch(&self) {
+        if let Some(activity) = &self.activity {
+            activity.bump();
+        }
+    }
+}
+
+impl Read for Socket {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        mut buf: ReadBufCursor<'_>,
+    ) -> Poll<io::Result<()>> {
+        let this = &mut *self;
+        let Some((scanner, guard)) = this.framing.as_mut() else {
+            let poll = Pin::new(&mut this.inner).poll_read(cx, buf);
+            if poll.is_ready() {
+                this.touch();
+            }
+            return poll;
+        };
+        // The bytes must be seen as they land in hyper's buffer, which `ReadBufCursor` only
+        // exposes as uninitialised memory.
+        // SAFETY: `as_mut` hands out the cursor's unfilled tail. `ReadBuf::uninit` never
+        // de-initialises memory, and the read below only writes initialised bytes into it.
+        let mut read_buf = ReadBuf::uninit(unsafe { buf.as_mut() });
+        let poll = Pin::new(this.inner.inner_mut()).poll_read(cx, &mut read_buf);
+        let filled = read_buf.filled().len();
+        if let Poll::Ready(Ok(())) = poll {
+            scanner.scan(read_buf.filled(), guard);
+            // SAFETY: the read initialised exactly `filled` bytes at the start of the tail.
+            unsafe { buf.advance(filled) };
+        }
+        if poll.is_ready() {
+            this.touch();
+        }
+        poll
+    }
+}
+
+impl Write for Socket {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        let poll = Pin::new(&mut self.inner).poll_write(cx, buf);
+        if poll.is_ready() {
+            self.touch();
+        }
+        poll
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        let poll = Pin::new(&mut self.inner).poll_write_vectored(cx, bufs);
+        if poll.is_ready() {
+            self.touch();
+        }
+        poll
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
+
+/// Binds `count` listening sockets on `addr` with `SO_REUSEPORT`, one per worker.
+///
+/// When `addr` has port 0, the first socket picks the port and the others bind the same one,
+/// so every worker accepts on the one address the operator sees.
+///
+/// # Errors
+/// Fails when a socket cannot be created, bound or put into listening state.
+pub fn bind_reuseport(addr: SocketAddr, count: usize) -> io::Result<Vec<std::net::TcpListener>> {
+    let mut sockets = Vec::with_capacity(count);
+    let mut bound = addr;
+    for _ in 0..count.max(1) {
+        let socket = RawSocket::new(
+            Domain::for_address(bound),
+            Type::STREAM,
+            Some(Protocol::TCP),
+        )?;
+        socket.set_reuse_address(true)?;
+        socket.set_reuse_port(true)?;
+        socket.set_nonblocking(true)?;
+        if bound.is_ipv6() {
+            socket.set_only_v6(true)?;
+        }
+        socket.bind(&bound.into())?;
+        socket.listen(4096)?;
+        let listener: std::net::TcpListener = socket.into();
+        bound = listener.local_addr()?;
+        sockets.push(listener);
+    }
+    Ok(sockets)
+}
+
+/// Opens a TCP connection to an upstream endpoint within `timeout`.
+///
+/// # Errors
+/// [`ProxyError::ConnectTimeout`] or [`ProxyError::ConnectFailed`].
+pub async fn connect(addr: SocketAddr, timeout: Duration) -> Result<Socket, ProxyError> {
+    match tokio::time::timeout(timeout, TcpStream::connect(addr)).await {
+        Ok(Ok(stream)) => {
+            // Small requests and responses must not wait for Nagle's algorithm. This fails only
+            // on a socket the peer already reset; the first write reports that properly.
+            let _ = stream.set_nodelay(true);
+            Ok(Socket::tcp(stream))
+        }
+        Ok(Err(source)) => Err(ProxyError::ConnectFailed { addr, source }),
+        Err(_) => Err(ProxyError::ConnectTimeout {
+            addr,
+            after: timeout,
+        }),
+    }
+}

@@ -1,0 +1,26 @@
+//! Strait's data plane: a thread-per-core HTTP/1.1, HTTP/2 and gRPC reverse proxy.
+//!
+//! The request path, in module order: a [`worker`] accepts on its own `SO_REUSEPORT` socket
+//! ([`io`]); [`downstream`] serves the connection (HTTP/1.1 or h2c); [`forward`] routes the request
+//! ([`route`]), applies header semantics ([`headers`]), picks an endpoint ([`balance`]) and sends it
+//! through the worker's pools ([`upstream`]), streaming bodies both ways ([`body`]). Failures are
+//! classified in [`error`]. [`server`] starts the workers; [`snapshot`] is the config they serve.
+//! Configuration parsing and validation live in `strait-config`, not here.
+
+pub mod balance;
+pub mod body;
+pub mod demo;
+pub mod downstream;
+pub mod error;
+pub mod forward;
+pub mod framing;
+pub mod headers;
+pub mod io;
+pub mod route;
+pub mod server;
+pub mod snapshot;
+pub mod upstream;
+pub mod worker;
+
+pub use error::ProxyError;
+pub use server::{Options, Server, StartError};

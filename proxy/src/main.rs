@@ -1,0 +1,234 @@
+//! The `strait` command: run the proxy, validate a config, or run the built-in demo.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use bytes::Bytes;
+use clap::{Parser, Subcommand};
+use http_body_util::{BodyExt, Empty};
+use hyper_util::rt::TokioIo;
+use strait_proxy::{Options, Server, demo};
+
+#[derive(Debug, Parser)]
+#[command(name = "strait", version, about = "Strait: a thread-per-core L7 proxy")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the proxy from a config file.
+    Run {
+        /// The YAML or JSON config file.
+        #[arg(long, short)]
+        config: PathBuf,
+        #[command(flatten)]
+        process: ProcessArgs,
+    },
+    /// Check a config file; print every problem and exit non-zero if there is any.
+    Validate {
+        /// The YAML or JSON config file.
+        file: PathBuf,
+    },
+    /// Run the proxy and two built-in backends on loopback, and print what to try.
+    Demo {
+        /// Where the demo proxy listens (default 127.0.0.1:8080, or a free port if taken).
+        #[arg(long)]
+        listen: Option<SocketAddr>,
+        /// Send requests through the demo, print what answered, and exit.
+        #[arg(long)]
+        check: bool,
+        #[command(flatten)]
+        process: ProcessArgs,
+    },
+}
+
+#[derive(Debug, clap::Args)]
+struct ProcessArgs {
+    /// Worker threads (default: one per CPU the process may run on).
+    #[arg(long, default_value_t = 0)]
+    workers: usize,
+    /// Seconds in-flight requests get to finish on SIGTERM/SIGINT.
+    #[arg(long, default_value_t = 10)]
+    drain_timeout: u64,
+}
+
+impl ProcessArgs {
+    fn options(&self) -> Options {
+        Options {
+            workers: self.workers,
+            drain_timeout: Duration::from_secs(self.drain_timeout),
+        }
+    }
+}
+
+fn main() -> ExitCode {
+    init_tracing();
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Run { config, process } => run(&config, &process),
+        Command::Validate { file } => return validate(&file),
+        Command::Demo {
+            listen,
+            check,
+            process,
+        } => run_demo(listen, check, &process),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("error: {err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn init_tracing() {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("STRAIT_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(ansi)
+        .with_writer(std::io::stderr)
+        .init();
+}
+
+fn validate(file: &Path) -> ExitCode {
+    match strait_config::load(file) {
+        Ok(_) => {
+            println!("{}: ok", file.display());
+            ExitCode::SUCCESS
+        }
+        Err(err) => {
+            eprintln!("{}", err.render(&file.display().to_string()));
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(path: &Path, process: &ProcessArgs) -> anyhow::Result<()> {
+    let config = strait_config::load(path)
+        .map_err(|err| anyhow::anyhow!("{}", err.render(&path.display().to_string())))?;
+    let server = Server::start(config, &process.options())?;
+    wait_for_signal()?;
+    tracing::info!("shutting down: draining in-flight requests");
+    server.shutdown();
+    tracing::info!("stopped");
+    Ok(())
+}
+
+fn run_demo(listen: Option<SocketAddr>, check: bool, process: &ProcessArgs) -> anyhow::Result<()> {
+    let backends = demo::start_backends().context("starting the demo backends")?;
+    let text = demo::config(demo::listen_addr(listen), &backends);
+    let config = strait_config::parse(&text, strait_config::Format::Yaml)
+        .map_err(|err| anyhow::anyhow!("{}", err.render("demo.yaml")))?;
+    let server = Server::start(config, &process.options())?;
+    let addr = server
+        .addr("demo")
+        .context("the demo listener is missing")?;
+    let base = format!("http://{addr}");
+    println!(
+        "Strait demo: proxy on {base} with {} workers",
+        server.workers()
+    );
+    println!(
+        "backends: backend-a on {}, backend-b on {}",
+        backends[0], backends[1]
+    );
+    if check {
+        let outcome = check_demo(addr);
+        server.shutdown();
+        return outcome;
+    }
+    println!();
+    println!("Try:");
+    println!("  curl -i {base}/            # round robin over backend-a and backend-b");
+    println!("  curl {base}/a/hello        # routed to backend-a, prefix rewritten to /hello");
+    println!("  curl {base}/b/hello        # routed to backend-b");
+    println!("  for i in $(seq 10); do curl -s {base}/split; done   # 80/20 weighted split");
+    println!("  curl -H 'x-canary: 1' {base}/   # header match: always backend-b");
+    println!("  curl -i {base}/health      # direct response from the proxy");
+    println!("  curl --http2-prior-knowledge {base}/   # h2c on the same port");
+    println!("Press Ctrl-C to stop.");
+    wait_for_signal()?;
+    server.shutdown();
+    Ok(())
+}
+
+/// Sends requests through the demo and prints which backend answered each kind.
+fn check_demo(addr: SocketAddr) -> anyhow::Result<()> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(async move {
+        for (path, count, canary) in [
+            ("/", 10, false),
+            ("/split", 100, false),
+            ("/a/x", 5, false),
+            ("/", 5, true),
+        ] {
+            let mut seen = BTreeMap::new();
+            for _ in 0..count {
+                let backend = demo_request(addr, path, canary).await?;
+                *seen.entry(backend).or_insert(0) += 1;
+            }
+            let label = if canary {
+                format!("{path} with x-canary: 1")
+            } else {
+                path.to_owned()
+            };
+            println!("{label:<24} {count:>3} requests -> {seen:?}");
+        }
+        Ok(())
+    })
+}
+
+async fn demo_request(addr: SocketAddr, path: &str, canary: bool) -> anyhow::Result<String> {
+    let stream = tokio::net::TcpStream::connect(addr).await?;
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
+    tokio::spawn(conn);
+    let mut request = http::Request::get(path).header("host", "demo.local");
+    if canary {
+        request = request.header("x-canary", "1");
+    }
+    let response = tokio::time::timeout(
+        Duration::from_secs(5),
+        sender.send_request(request.body(Empty::<Bytes>::new())?),
+    )
+    .await
+    .context("demo request timed out")??;
+    anyhow::ensure!(
+        response.status().is_success(),
+        "{path} answered {}",
+        response.status()
+    );
+    let backend = response
+        .headers()
+        .get("x-backend")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("?")
+        .to_owned();
+    let _ = response.into_body().collect().await?;
+    Ok(backend)
+}
+
+/// Blocks until SIGTERM or SIGINT.
+fn wait_for_signal() -> anyhow::Result<()> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(async {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+        tokio::select! {
+            _ = term.recv() => {}
+            result = tokio::signal::ctrl_c() => result?,
+        }
+        Ok(())
+    })
+}

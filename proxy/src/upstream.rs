@@ -1,0 +1,254 @@
+//! Per-worker upstream state: each cluster's balancer and each endpoint's connection pool.
+//!
+//! Everything here belongs to one worker thread (`Rc`, `Cell`, `RefCell`; no locks). An
+//! HTTP/1.1 connection goes back to its pool only after its response was read to the end
+//! (see [`crate::body`]); an HTTP/2 connection is shared by all requests of the worker to that
+//! endpoint and reopened when it closes.
+
+use std::cell::{Cell, RefCell};
+use std::rc::Rc;
+
+use hyper::client::conn::{http1, http2};
+use hyper_util::rt::TokioTimer;
+use strait_config::{Cluster, HashKey, UpstreamProtocol};
+use tokio::time::Instant;
+
+use crate::balance::Balancer;
+use crate::body::RequestBody;
+use crate::error::ProxyError;
+use crate::io;
+use crate::worker::LocalExec;
+
+/// A cluster as one worker sees it.
+#[derive(Debug)]
+pub struct ClusterState {
+    def: Cluster,
+    balancer: RefCell<Balancer>,
+    endpoints: Vec<Rc<EndpointPool>>,
+}
+
+impl ClusterState {
+    /// Builds the state of a cluster; pools start empty.
+    pub fn new(def: &Cluster) -> Self {
+        let weights: Vec<_> = def
+            .endpoints()
+            .iter()
+            .map(|e| (e.address(), e.weight()))
+            .collect();
+        let endpoints = def
+            .endpoints()
+            .iter()
+            .map(|e| Rc::new(EndpointPool::new(def, e.address())))
+            .collect();
+        Self {
+            def: def.clone(),
+            balancer: RefCell::new(Balancer::new(def.lb(), &weights)),
+            endpoints,
+        }
+    }
+
+    /// The cluster's definition.
+    pub fn def(&self) -> &Cluster {
+        &self.def
+    }
+
+    /// The consistent-hash key, if the policy uses one.
+    pub fn hash_key(&self) -> Option<&HashKey> {
+        self.def.hash_key()
+    }
+
+    /// Picks an endpoint for a request.
+    pub fn pick(&self, hash: Option<u64>, rng: &mut fastrand::Rng) -> Option<Rc<EndpointPool>> {
+        let endpoints = &self.endpoints;
+        let index = self.balancer.borrow_mut().pick(
+            hash,
+            |i| endpoints.get(i).map_or(0, |e| e.in_flight.get()),
+            rng,
+        )?;
+        endpoints.get(index).cloned()
+    }
+}
+
+/// Connections of one worker to one endpoint.
+#[derive(Debug)]
+pub struct EndpointPool {
+    addr: std::net::SocketAddr,
+    protocol: UpstreamProtocol,
+    connect_timeout: std::time::Duration,
+    pool: strait_config::Pool,
+    idle: RefCell<Vec<(http1::SendRequest<RequestBody>, Instant)>>,
+    h2: RefCell<Option<http2::SendRequest<RequestBody>>>,
+    open: Rc<Cell<usize>>,
+    in_flight: Cell<u32>,
+}
+
+/// Marks a request in flight to an endpoint until dropped.
+#[derive(Debug)]
+pub struct InFlight(Rc<EndpointPool>);
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0
+            .in_flight
+            .set(self.0.in_flight.get().saturating_sub(1));
+    }
+}
+
+/// An HTTP/1.1 connection checked out of a pool.
+#[derive(Debug)]
+pub struct H1Conn {
+    /// The request sender.
+    pub sender: http1::SendRequest<RequestBody>,
+    /// Whether it came from the idle pool (and so may have been closed by the peer meanwhile).
+    pub reused: bool,
+}
+
+impl EndpointPool {
+    fn new(cluster: &Cluster, addr: std::net::SocketAddr) -> Self {
+        Self {
+            addr,
+            protocol: cluster.protocol(),
+            connect_timeout: cluster.connect_timeout(),
+            pool: cluster.pool().clone(),
+            idle: RefCell::new(Vec::new()),
+            h2: RefCell::new(None),
+            open: Rc::new(Cell::new(0)),
+            in_flight: Cell::new(0),
+        }
+    }
+
+    /// The endpoint's address.
+    pub fn addr(&self) -> std::net::SocketAddr {
+        self.addr
+    }
+
+    /// The protocol configured for the cluster.
+    pub fn protocol(&self) -> UpstreamProtocol {
+        self.protocol
+    }
+
+    /// Counts a request in flight until the returned guard drops.
+    pub fn start_request(self: &Rc<Self>) -> InFlight {
+        self.in_flight.set(self.in_flight.get() + 1);
+        InFlight(Rc::clone(self))
+    }
+
+    /// Requests in flight to this endpoint from this worker.
+    pub fn in_flight(&self) -> u32 {
+        self.in_flight.get()
+    }
+
+    /// Open connections from this worker.
+    pub fn open_connections(&self) -> usize {
+        self.open.get()
+    }
+
+    /// An idle HTTP/1.1 connection, or a new one.
+    ///
+    /// # Errors
+    /// Connect and handshake failures, or [`ProxyError::PoolFull`].
+    pub async fn checkout_h1(&self) -> Result<H1Conn, ProxyError> {
+        let now = Instant::now();
+        loop {
+            let Some((sender, since)) = self.idle.borrow_mut().pop() else {
+                break;
+            };
+            if sender.is_closed() || now.duration_since(since) >= self.pool.idle_timeout {
+                continue;
+            }
+            if sender.is_ready() {
+                return Ok(H1Conn {
+                    sender,
+                    reused: true,
+                });
+            }
+        }
+        self.connect_h1().await.map(|sender| H1Conn {
+            sender,
+            reused: false,
+        })
+    }
+
+    /// Opens a new HTTP/1.1 connection (not pooled until its first response is read).
+    ///
+    /// # Errors
+    /// Connect and handshake failures, or [`ProxyError::PoolFull`].
+    pub async fn connect_h1(&self) -> Result<http1::SendRequest<RequestBody>, ProxyError> {
+        let (socket, guard) = self.open_socket().await?;
+        let (sender, conn) = http1::Builder::new()
+            .max_buf_size(1024 * 1024)
+            .handshake(socket)
+            .await
+            .map_err(|source| ProxyError::Handshake {
+                addr: self.addr,
+                source,
+            })?;
+        tokio::task::spawn_local(async move {
+            let _guard = guard;
+            if let Err(err) = conn.with_upgrades().await {
+                tracing::debug!(error = %err, "upstream http/1.1 connection ended");
+            }
+        });
+        Ok(sender)
+    }
+
+    /// Returns an HTTP/1.1 connection whose response was read to the end.
+    pub fn checkin_h1(&self, sender: http1::SendRequest<RequestBody>) {
+        if sender.is_closed() {
+            return;
+        }
+        let mut idle = self.idle.borrow_mut();
+        if idle.len() < self.pool.max_idle {
+            idle.push((sender, Instant::now()));
+        }
+    }
+
+    /// The worker's HTTP/2 connection to this endpoint, opened if needed.
+    ///
+    /// # Errors
+    /// Connect and handshake failures.
+    pub async fn h2_sender(&self) -> Result<http2::SendRequest<RequestBody>, ProxyError> {
+        if let Some(sender) = self.h2.borrow().as_ref().filter(|s| !s.is_closed()) {
+            return Ok(sender.clone());
+        }
+        let (socket, guard) = self.open_socket().await?;
+        let (sender, conn) = http2::Builder::new(LocalExec)
+            .timer(TokioTimer::new())
+            .initial_stream_window_size(1024 * 1024)
+            .initial_connection_window_size(4 * 1024 * 1024)
+            .handshake(socket)
+            .await
+            .map_err(|source| ProxyError::Handshake {
+                addr: self.addr,
+                source,
+            })?;
+        tokio::task::spawn_local(async move {
+            let _guard = guard;
+            if let Err(err) = conn.await {
+                tracing::debug!(error = %err, "upstream http/2 connection ended");
+            }
+        });
+        *self.h2.borrow_mut() = Some(sender.clone());
+        Ok(sender)
+    }
+
+    /// Takes a connection slot and connects; the guard frees the slot when the connection ends.
+    async fn open_socket(&self) -> Result<(io::Socket, OpenGuard), ProxyError> {
+        if self.open.get() >= self.pool.max_connections {
+            return Err(ProxyError::PoolFull { addr: self.addr });
+        }
+        self.open.set(self.open.get() + 1);
+        let guard = OpenGuard(Rc::clone(&self.open));
+        let socket = io::connect(self.addr, self.connect_timeout).await?;
+        Ok((socket, guard))
+    }
+}
+
+/// Releases a connection slot when the connection ends.
+struct OpenGuard(Rc<Cell<usize>>);
+
+impl Drop for OpenGuard {
+    fn drop(&mut self) {
+        self.0.set(self.0.get().saturating_sub(1));
+    }
+}

@@ -1,0 +1,91 @@
+//! The in-process proxy harness shared by the integration tests.
+#![allow(dead_code, unreachable_pub)]
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use strait_config::{Format, parse};
+use strait_proxy::{Options, Server};
+
+/// A proxy running in this process on real sockets, shut down when dropped.
+pub struct TestProxy {
+    server: Option<Server>,
+    addr: SocketAddr,
+}
+
+impl TestProxy {
+    /// Starts a proxy from YAML whose first listener binds 127.0.0.1:0.
+    pub fn start(yaml: &str, workers: usize) -> Self {
+        let config = match parse(yaml, Format::Yaml) {
+            Ok(config) => config,
+            Err(err) => panic!(
+                "test config is invalid:\n{}\n{yaml}",
+                err.render("test.yaml")
+            ),
+        };
+        let options = Options {
+            workers,
+            drain_timeout: Duration::from_secs(2),
+        };
+        let server = Server::start(config, &options).expect("proxy starts");
+        let addr = server.addrs()[0].1;
+        Self {
+            server: Some(server),
+            addr,
+        }
+    }
+
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    pub fn server(&self) -> &Server {
+        self.server.as_ref().expect("running")
+    }
+
+    /// Shuts down (blocking until the workers exit).
+    pub fn stop(mut self) {
+        if let Some(server) = self.server.take() {
+            server.shutdown();
+        }
+    }
+}
+
+impl Drop for TestProxy {
+    fn drop(&mut self) {
+        if let Some(server) = self.server.take() {
+            server.shutdown();
+        }
+    }
+}
+
+/// YAML for one listener on port 0 with the given routes and clusters.
+pub fn config(routes: &str, clusters: &str) -> String {
+    format!(
+        "listeners:\n  - name: test\n    address: 127.0.0.1:0\n    virtual_hosts:\n      - name: all\n        domains: [\"*\"]\n        routes:\n{}\nclusters:\n{}\n",
+        indent(routes, 10),
+        indent(clusters, 2)
+    )
+}
+
+/// A cluster entry named `name` with `protocol` over `endpoints`.
+pub fn cluster(name: &str, protocol: &str, endpoints: &[SocketAddr]) -> String {
+    let list: Vec<String> = endpoints.iter().map(|a| format!("\"{a}\"")).collect();
+    format!(
+        "- name: {name}\n  protocol: {protocol}\n  connect_timeout: 1s\n  endpoints: [{}]\n",
+        list.join(", ")
+    )
+}
+
+/// The usual single-route config: everything to cluster `up`.
+pub fn single(protocol: &str, endpoints: &[SocketAddr]) -> String {
+    config(
+        "- match: { prefix: / }\n  cluster: up\n",
+        &cluster("up", protocol, endpoints),
+    )
+}
+
+fn indent(text: &str, by: usize) -> String {
+    let pad = " ".repeat(by);
+    text.lines().map(|l| format!("{pad}{l}\n")).collect()
+}

@@ -1,0 +1,108 @@
+//! Every error status the proxy makes, each with a body and a header naming the cause, and an
+//! upstream reset mid-response ends the downstream response with an error, never a hang.
+
+#![allow(clippy::unwrap_used)] // test helpers unwrap: a failure is the test failing
+
+mod common;
+
+use std::time::Duration;
+
+use common::{TestProxy, config, single};
+use http_body_util::BodyExt;
+use strait_testkit::{
+    BlackHole, ClosedPort, ResetServer, Upstream, h2c_client, http1_client, trace_init,
+};
+
+async fn expect_error(proxy: &TestProxy, path: &str, status: u16, kind: &str) {
+    let client = http1_client(proxy.addr()).await.unwrap();
+    let response = client.get(path).await.unwrap();
+    assert_eq!(response.status(), status, "{path}");
+    assert_eq!(response.headers()["x-strait-error"], kind);
+    let body = response.into_body().collect().await.unwrap().to_bytes();
+    assert!(!body.is_empty(), "a short body explains the error");
+}
+
+#[tokio::test]
+async fn no_route_is_404() {
+    let _trace = trace_init();
+    let upstream = Upstream::start().await;
+    let routes = "- match: { prefix: /only }\n  cluster: up\n";
+    let proxy = TestProxy::start(
+        &config(routes, &common::cluster("up", "http1", &[upstream.addr()])),
+        1,
+    );
+    expect_error(&proxy, "/else", 404, "no_route").await;
+    assert_eq!(upstream.requests_seen(), 0);
+}
+
+#[tokio::test]
+async fn connect_refused_is_502() {
+    let _trace = trace_init();
+    let closed = ClosedPort::new();
+    let proxy = TestProxy::start(&single("http1", &[closed.addr()]), 1);
+    expect_error(&proxy, "/", 502, "connect_failed").await;
+}
+
+#[tokio::test]
+async fn upstream_reset_before_response_is_502() {
+    let _trace = trace_init();
+    let reset = ResetServer::start().await;
+    let proxy = TestProxy::start(&single("http1", &[reset.addr()]), 1);
+    expect_error(&proxy, "/", 502, "upstream_reset").await;
+}
+
+#[tokio::test]
+async fn silent_upstream_is_504_after_the_route_timeout() {
+    let _trace = trace_init();
+    let hole = BlackHole::start().await;
+    let routes = "- match: { prefix: / }\n  cluster: up\n  timeout: 300ms\n";
+    let proxy = TestProxy::start(
+        &config(routes, &common::cluster("up", "http1", &[hole.addr()])),
+        1,
+    );
+    let started = tokio::time::Instant::now();
+    expect_error(&proxy, "/", 504, "upstream_timeout").await;
+    assert!(started.elapsed() < Duration::from_secs(5));
+}
+
+#[tokio::test]
+async fn upstream_reset_mid_body_ends_the_downstream_response_with_an_error() {
+    let _trace = trace_init();
+    let upstream = Upstream::builder().name("r").http1_only().start().await;
+    let proxy = TestProxy::start(&single("http1", &[upstream.addr()]), 1);
+    for client in [
+        http1_client(proxy.addr()).await.unwrap(),
+        h2c_client(proxy.addr()).await.unwrap(),
+    ] {
+        let response = client.get("/reset-mid-body").await.unwrap();
+        assert_eq!(response.status(), 200);
+        let read =
+            tokio::time::timeout(Duration::from_secs(5), response.into_body().collect()).await;
+        let result = read.expect("the body ends (with an error), it does not hang");
+        assert!(
+            result.is_err(),
+            "a truncated body must surface as an error downstream"
+        );
+    }
+}
+
+#[tokio::test]
+async fn no_endpoint_is_503_after_weighted_pick_of_empty_cluster() {
+    // Every validated cluster has endpoints; a cluster whose pool is full answers 503.
+    let _trace = trace_init();
+    let hole = BlackHole::start().await;
+    let clusters = format!(
+        "- name: up\n  connect_timeout: 1s\n  pool: {{ max_connections: 1 }}\n  endpoints: [\"{}\"]\n",
+        hole.addr()
+    );
+    let routes = "- match: { prefix: / }\n  cluster: up\n  timeout: 2s\n";
+    let proxy = TestProxy::start(&config(routes, &clusters), 1);
+    let addr = proxy.addr();
+    let first = tokio::spawn(async move {
+        let client = http1_client(addr).await.unwrap();
+        client.get("/").await.unwrap().status()
+    });
+    strait_testkit::assert_eventually!(hole.connections_seen() == 1);
+    expect_error(&proxy, "/", 503, "pool_full").await;
+    assert_eq!(first.await.unwrap(), 504);
+}

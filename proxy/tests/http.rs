@@ -1,0 +1,351 @@
+//! HTTP/1.1 and h2c through the proxy to real upstreams: routing, header semantics, protocol
+//! translation and workers.
+
+#![allow(clippy::unwrap_used)] // test helpers unwrap: a failure is the test failing
+
+mod common;
+
+use bytes::Bytes;
+use common::{TestProxy, cluster, config, single};
+use http::{Request, Version};
+use http_body_util::{BodyExt, Empty, Full};
+use strait_testkit::{Upstream, h2c_client, http1_client, read_body_checksum, trace_init};
+use tracing::info;
+
+async fn body_text(response: http::Response<hyper::body::Incoming>) -> String {
+    let bytes = response
+        .into_body()
+        .collect()
+        .await
+        .expect("body")
+        .to_bytes();
+    String::from_utf8_lossy(&bytes).into_owned()
+}
+
+#[tokio::test]
+async fn http1_and_h2c_downstream_reach_an_http1_upstream() {
+    let _trace = trace_init();
+    let upstream = Upstream::builder().name("a").start().await;
+    let proxy = TestProxy::start(&single("http1", &[upstream.addr()]), 1);
+
+    info!("HTTP/1.1 downstream");
+    let client = http1_client(proxy.addr()).await.unwrap();
+    let response = client.get("/hello?x=1").await.unwrap();
+    assert_eq!(response.status(), 200);
+    assert_eq!(response.headers()["x-upstream"], "a");
+    assert_eq!(body_text(response).await, "a");
+
+    info!("h2c downstream, translated to HTTP/1.1 upstream");
+    let client = h2c_client(proxy.addr()).await.unwrap();
+    let response = client.get("/h2?y=2").await.unwrap();
+    assert_eq!(response.status(), 200);
+    assert_eq!(response.version(), Version::HTTP_2);
+    assert_eq!(body_text(response).await, "a");
+
+    let seen = upstream.requests();
+    assert_eq!(seen.len(), 2);
+    assert_eq!(seen[0].version, Version::HTTP_11);
+    assert_eq!(seen[0].uri, "/hello?x=1");
+    assert_eq!(
+        seen[1].version,
+        Version::HTTP_11,
+        "h2 downstream goes upstream as HTTP/1.1"
+    );
+    assert_eq!(seen[1].uri, "/h2?y=2", "origin-form target upstream");
+    let host = seen[1].header("host").expect("host set from :authority");
+    assert_eq!(host, proxy.addr().to_string());
+}
+
+#[tokio::test]
+async fn http1_downstream_reaches_an_http2_upstream_and_back() {
+    let _trace = trace_init();
+    let upstream = Upstream::builder().name("h2").h2c_only().start().await;
+    let proxy = TestProxy::start(&single("http2", &[upstream.addr()]), 1);
+    let client = http1_client(proxy.addr()).await.unwrap();
+    for i in 0..3 {
+        let request = Request::get(format!("/x/{i}"))
+            .header("host", "svc.example")
+            .body(Empty::<Bytes>::new())
+            .unwrap();
+        let response = client.send(request).await.unwrap();
+        assert_eq!(response.status(), 200);
+        assert_eq!(response.version(), Version::HTTP_11);
+        assert_eq!(body_text(response).await, "h2");
+    }
+    let seen = upstream.requests();
+    assert_eq!(seen.len(), 3);
+    assert!(seen.iter().all(|r| r.version == Version::HTTP_2));
+    assert_eq!(
+        seen[0].uri.authority().map(|a| a.as_str()),
+        Some("svc.example")
+    );
+    assert!(
+        seen[0].header("host").is_none(),
+        "Host moves into :authority on HTTP/2"
+    );
+    assert_eq!(
+        upstream.connections_seen(),
+        1,
+        "one multiplexed upstream connection"
+    );
+}
+
+#[tokio::test]
+async fn downstream_protocol_cluster_follows_the_client() {
+    let _trace = trace_init();
+    let upstream = Upstream::builder().name("u").start().await;
+    let proxy = TestProxy::start(&single("downstream", &[upstream.addr()]), 1);
+    http1_client(proxy.addr())
+        .await
+        .unwrap()
+        .get("/1")
+        .await
+        .unwrap();
+    h2c_client(proxy.addr())
+        .await
+        .unwrap()
+        .get("/2")
+        .await
+        .unwrap();
+    let versions: Vec<_> = upstream.requests().iter().map(|r| r.version).collect();
+    assert_eq!(versions, [Version::HTTP_11, Version::HTTP_2]);
+}
+
+#[tokio::test]
+async fn proxy_headers_follow_rfc_9110() {
+    let _trace = trace_init();
+    let upstream = Upstream::builder().name("a").start().await;
+    let proxy = TestProxy::start(&single("http1", &[upstream.addr()]), 1);
+    let client = http1_client(proxy.addr()).await.unwrap();
+    let request = Request::get("/")
+        .header("host", "Shop.Example:8080")
+        .header("connection", "keep-alive, x-hop")
+        .header("x-hop", "secret")
+        .header("keep-alive", "timeout=5")
+        .header("proxy-authorization", "Basic abc")
+        .header("x-forwarded-for", "203.0.113.9")
+        .header("x-end-to-end", "kept")
+        .body(Empty::<Bytes>::new())
+        .unwrap();
+    let response = client.send(request).await.unwrap();
+    assert_eq!(response.status(), 200);
+    assert!(
+        response
+            .headers()
+            .get("connection")
+            .is_none_or(|v| v != "x-hop")
+    );
+
+    let seen = upstream.last_request().unwrap();
+    assert_eq!(
+        seen.header("host"),
+        Some("Shop.Example:8080"),
+        "Host preserved"
+    );
+    for hop in ["x-hop", "keep-alive", "proxy-authorization"] {
+        assert!(seen.header(hop).is_none(), "{hop} must not be forwarded");
+    }
+    assert_eq!(seen.header("x-end-to-end"), Some("kept"));
+    assert_eq!(
+        seen.header("x-forwarded-for"),
+        Some("203.0.113.9, 127.0.0.1")
+    );
+    assert_eq!(seen.header("x-forwarded-proto"), Some("http"));
+    let id = seen.header("x-request-id").expect("request id generated");
+    assert_eq!(id.len(), 36);
+
+    let request = Request::get("/")
+        .header("x-request-id", "given-id")
+        .body(Empty::<Bytes>::new())
+        .unwrap();
+    client.send(request).await.unwrap();
+    assert_eq!(
+        upstream.last_request().unwrap().header("x-request-id"),
+        Some("given-id")
+    );
+}
+
+#[tokio::test]
+async fn routes_match_and_act() {
+    let _trace = trace_init();
+    let a = Upstream::builder().name("a").start().await;
+    let b = Upstream::builder().name("b").start().await;
+    let routes = r#"- match: { prefix: /api/, headers: [{ name: x-canary, exact: "1" }] }
+  cluster: b
+- match: { prefix: /api/ }
+  cluster: a
+  prefix_rewrite: /v2/
+  host_rewrite: api.internal
+  request_headers: { add: { x-added: "1" }, set: { x-set: "new" }, remove: [x-drop] }
+  response_headers: { set: { x-route: api } }
+- match: { path: /old }
+  redirect: { path: /new, code: 308 }
+- match: { path: /teapot, methods: [GET] }
+  direct_response: { status: 418, body: "short and stout" }
+- match: { prefix: /split }
+  weighted_clusters: [{ cluster: a, weight: 75 }, { cluster: b, weight: 25 }]
+- match: { prefix: /q, query: [{ name: v, exact: "2" }] }
+  cluster: b
+"#;
+    let clusters = format!(
+        "{}{}",
+        cluster("a", "http1", &[a.addr()]),
+        cluster("b", "http1", &[b.addr()])
+    );
+    let proxy = TestProxy::start(&config(routes, &clusters), 1);
+    let client = http1_client(proxy.addr()).await.unwrap();
+
+    info!("header match");
+    let req = Request::get("/api/x")
+        .header("x-canary", "1")
+        .body(Empty::<Bytes>::new())
+        .unwrap();
+    assert_eq!(body_text(client.send(req).await.unwrap()).await, "b");
+
+    info!("rewrites and header changes");
+    let req = Request::get("/api/items?id=3")
+        .header("x-set", "old")
+        .header("x-drop", "1")
+        .body(Empty::<Bytes>::new())
+        .unwrap();
+    let response = client.send(req).await.unwrap();
+    assert_eq!(response.headers()["x-route"], "api");
+    assert_eq!(body_text(response).await, "a");
+    let seen = a.last_request().unwrap();
+    assert_eq!(seen.uri, "/v2/items?id=3");
+    assert_eq!(seen.header("host"), Some("api.internal"));
+    assert_eq!(seen.header("x-added"), Some("1"));
+    assert_eq!(seen.header("x-set"), Some("new"));
+    assert!(seen.header("x-drop").is_none());
+
+    info!("redirect and direct response");
+    let response = client.get("/old").await.unwrap();
+    assert_eq!(response.status(), 308);
+    assert_eq!(
+        response.headers()["location"],
+        format!("http://{}/new", proxy.addr())
+    );
+    let response = client.get("/teapot").await.unwrap();
+    assert_eq!(response.status(), 418);
+    assert_eq!(body_text(response).await, "short and stout");
+    let response = client
+        .send(
+            Request::post("/teapot")
+                .body(Empty::<Bytes>::new())
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 404, "method condition excludes POST");
+
+    info!("query match");
+    assert_eq!(body_text(client.get("/q?v=2").await.unwrap()).await, "b");
+
+    info!("weighted split within tolerance");
+    let before_a = a.requests_seen();
+    let before_b = b.requests_seen();
+    for _ in 0..400 {
+        client
+            .get("/split")
+            .await
+            .unwrap()
+            .into_body()
+            .collect()
+            .await
+            .unwrap();
+    }
+    let to_a = a.requests_seen() - before_a;
+    let to_b = b.requests_seen() - before_b;
+    assert_eq!(to_a + to_b, 400);
+    assert!(
+        (250..=350).contains(&to_a),
+        "75% of 400 expected on a, got {to_a}"
+    );
+}
+
+#[tokio::test]
+async fn round_robin_spreads_over_endpoints_and_reuses_connections() {
+    let _trace = trace_init();
+    let a = Upstream::builder().name("a").http1_only().start().await;
+    let b = Upstream::builder().name("b").http1_only().start().await;
+    let proxy = TestProxy::start(&single("http1", &[a.addr(), b.addr()]), 1);
+    let client = http1_client(proxy.addr()).await.unwrap();
+    let mut order = Vec::new();
+    for _ in 0..20 {
+        order.push(body_text(client.get("/").await.unwrap()).await);
+    }
+    assert_eq!(order[..4], ["a", "b", "a", "b"]);
+    assert_eq!(a.requests_seen(), 10);
+    assert_eq!(b.requests_seen(), 10);
+    assert_eq!(
+        a.connections_seen(),
+        1,
+        "keep-alive connection reused after each full response"
+    );
+    assert_eq!(b.connections_seen(), 1);
+}
+
+#[tokio::test]
+async fn two_workers_both_serve() {
+    let _trace = trace_init();
+    let upstream = Upstream::builder().name("a").start().await;
+    let proxy = TestProxy::start(&single("http1", &[upstream.addr()]), 2);
+    assert_eq!(proxy.server().workers(), 2);
+    // The kernel hashes each connection to one of the SO_REUSEPORT sockets: with 64
+    // connections the chance that one worker gets none is 2^-63.
+    for _ in 0..64 {
+        let client = http1_client(proxy.addr()).await.unwrap();
+        let response = client.get("/").await.unwrap();
+        assert_eq!(response.status(), 200);
+        read_body_checksum(response.into_body()).await.unwrap();
+    }
+    let per_worker: Vec<u64> = proxy
+        .server()
+        .worker_stats()
+        .iter()
+        .map(|s| s.requests())
+        .collect();
+    assert_eq!(per_worker.iter().sum::<u64>(), 64);
+    assert!(
+        per_worker.iter().all(|&n| n > 0),
+        "every worker served: {per_worker:?}"
+    );
+}
+
+#[tokio::test]
+async fn trailers_pass_through_http2() {
+    let _trace = trace_init();
+    let upstream = Upstream::builder().name("t").h2c_only().start().await;
+    let proxy = TestProxy::start(&single("http2", &[upstream.addr()]), 1);
+    let client = h2c_client(proxy.addr()).await.unwrap();
+    let response = client.get("/trailers").await.unwrap();
+    let collected = response.into_body().collect().await.unwrap();
+    let trailers = collected.trailers().cloned().expect("trailers forwarded");
+    assert_eq!(trailers["x-trailer"], "yes");
+    assert_eq!(collected.to_bytes(), "ok");
+
+    info!("request trailers reach the upstream");
+    let body = http_body_util::StreamBody::new(futures_util::stream::iter(vec![
+        Ok::<_, std::convert::Infallible>(http_body::Frame::data(Bytes::from_static(b"abc"))),
+        Ok(http_body::Frame::trailers({
+            let mut t = http::HeaderMap::new();
+            t.insert("x-req-trailer", "1".parse().unwrap());
+            t
+        })),
+    ]));
+    let response = client
+        .send(Request::post("/").body(body).unwrap())
+        .await
+        .unwrap();
+    response.into_body().collect().await.unwrap();
+    let seen = upstream.last_request().unwrap();
+    assert_eq!(seen.body_len, 3);
+    assert_eq!(
+        seen.trailers
+            .as_ref()
+            .map(|t| t["x-req-trailer"].clone())
+            .unwrap(),
+        "1"
+    );
+    let _ = Full::new(Bytes::new());
+}
