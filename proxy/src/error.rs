@@ -82,6 +82,12 @@ pub enum ProxyError {
         /// The HTTP error.
         source: hyper::Error,
     },
+    /// The method is not proxied (CONNECT: Strait is not a forward proxy).
+    #[error("method {method} is not supported")]
+    MethodNotAllowed {
+        /// The request's method.
+        method: http::Method,
+    },
     /// The request cannot be forwarded as given (for example an unusable Host).
     #[error("bad request: {reason}")]
     BadRequest {
@@ -125,7 +131,9 @@ impl ProxyError {
             | Self::Handshake { .. }
             | Self::UpstreamClosed { .. }
             | Self::UpstreamTimeout { .. } => Fault::Upstream,
-            Self::BadRequestBody { .. } | Self::BadRequest { .. } => Fault::Downstream,
+            Self::BadRequestBody { .. }
+            | Self::BadRequest { .. }
+            | Self::MethodNotAllowed { .. } => Fault::Downstream,
         }
     }
 
@@ -140,7 +148,8 @@ impl ProxyError {
             Self::NoRoute { .. }
             | Self::NoReadyEndpoints { .. }
             | Self::BadRequestBody { .. }
-            | Self::BadRequest { .. } => Retry::Never,
+            | Self::BadRequest { .. }
+            | Self::MethodNotAllowed { .. } => Retry::Never,
         }
     }
 
@@ -158,6 +167,7 @@ impl ProxyError {
                 StatusCode::GATEWAY_TIMEOUT
             }
             Self::BadRequestBody { .. } | Self::BadRequest { .. } => StatusCode::BAD_REQUEST,
+            Self::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
         }
     }
 
@@ -174,6 +184,7 @@ impl ProxyError {
             Self::UpstreamTimeout { .. } => "upstream_timeout",
             Self::BadRequestBody { .. } => "bad_request_body",
             Self::BadRequest { .. } => "bad_request",
+            Self::MethodNotAllowed { .. } => "method_not_allowed",
         }
     }
 }

@@ -24,7 +24,7 @@ use strait_config::{Action, HashKey, PathMatch, Redirect, Route, UpstreamProtoco
 
 use crate::balance;
 use crate::body::{Release, RequestBody, ResponseBody};
-use crate::error::{ERROR_HEADER, ProxyError};
+use crate::error::{ERROR_HEADER, Fault, ProxyError};
 use crate::framing::FramingGuard;
 use crate::headers;
 use crate::route;
@@ -74,6 +74,11 @@ pub fn error_response(err: &ProxyError, version: Version) -> Response<ResponseBo
     let headers = response.headers_mut();
     headers.insert(ERROR_HEADER, HeaderValue::from_static(err.kind()));
     headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain"));
+    // After a request the client got wrong, the connection's state is not to be trusted
+    // (RFC 9112 §9.6 lets either side close; an unread body may still be in flight).
+    if err.fault() == Fault::Downstream && version != Version::HTTP_2 {
+        headers.insert(header::CONNECTION, HeaderValue::from_static("close"));
+    }
     response
 }
 
@@ -90,6 +95,11 @@ async fn forward(
                 reason: "both content-length and transfer-encoding",
             });
         }
+    }
+    if req.method() == http::Method::CONNECT {
+        return Err(ProxyError::MethodNotAllowed {
+            method: http::Method::CONNECT,
+        });
     }
     let view = conn.worker.views.view();
     let table = view

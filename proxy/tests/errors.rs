@@ -87,8 +87,8 @@ async fn upstream_reset_mid_body_ends_the_downstream_response_with_an_error() {
 }
 
 #[tokio::test]
-async fn no_endpoint_is_503_after_weighted_pick_of_empty_cluster() {
-    // Every validated cluster has endpoints; a cluster whose pool is full answers 503.
+async fn full_connection_pool_is_503() {
+    // A validated cluster always has endpoints; one whose connection pool is full answers 503.
     let _trace = trace_init();
     let hole = BlackHole::start().await;
     let clusters = format!(
@@ -105,4 +105,41 @@ async fn no_endpoint_is_503_after_weighted_pick_of_empty_cluster() {
     strait_testkit::assert_eventually!(hole.connections_seen() == 1);
     expect_error(&proxy, "/", 503, "pool_full").await;
     assert_eq!(first.await.unwrap(), 504);
+}
+
+/// A listening socket that never accepts, with its accept queue already full: the kernel drops
+/// further SYNs, so a connect to it hangs until the connecting side gives up.
+fn full_backlog() -> (socket2::Socket, Vec<std::net::TcpStream>) {
+    let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    socket
+        .bind(
+            &"127.0.0.1:0"
+                .parse::<std::net::SocketAddr>()
+                .unwrap()
+                .into(),
+        )
+        .unwrap();
+    socket.listen(0).unwrap();
+    let addr = socket.local_addr().unwrap().as_socket().unwrap();
+    let mut fillers = Vec::new();
+    for _ in 0..4 {
+        if let Ok(stream) = std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(200))
+        {
+            fillers.push(stream);
+        }
+    }
+    (socket, fillers)
+}
+
+#[tokio::test]
+async fn connect_timeout_is_504() {
+    let _trace = trace_init();
+    let (socket, _fillers) = full_backlog();
+    let addr = socket.local_addr().unwrap().as_socket().unwrap();
+    let clusters = format!("- name: up\n  connect_timeout: 250ms\n  endpoints: [\"{addr}\"]\n");
+    let proxy = TestProxy::start(
+        &config("- match: { prefix: / }\n  cluster: up\n", &clusters),
+        1,
+    );
+    expect_error(&proxy, "/", 504, "connect_timeout").await;
 }

@@ -67,6 +67,11 @@ fn cases() -> Vec<Case> {
             "GET/ HTTP/1.1 x\r\nHost: a\r\n\r\n",
             400,
         ),
+        case(
+            "connect method",
+            "CONNECT a:443 HTTP/1.1\r\nHost: a:443\r\nConnection: close\r\n\r\n",
+            405,
+        ),
     ];
     let big = "a".repeat(70 * 1024);
     cases.push(Case {
