@@ -2,7 +2,7 @@
 //!
 //! A code names one rule and never changes meaning once released: tools and runbooks match on
 //! it. E00xx is the file and top level, E01xx listeners, E02xx virtual hosts and routes, E03xx
-//! clusters, E04xx the admin listener. [`ALL`] is the table `docs/config.md` reproduces; a test
+//! clusters, E04xx the admin listener, E05xx the access log, E06xx tracing. [`ALL`] is the table `docs/config.md` reproduces; a test
 //! keeps the two in step.
 
 pub(crate) const SYNTAX: &str = "E0001";
@@ -61,6 +61,14 @@ pub(crate) const POOL: &str = "E0312";
 
 pub(crate) const ADMIN_ADDRESS: &str = "E0401";
 pub(crate) const ADMIN_ADDRESS_IN_USE: &str = "E0402";
+
+pub(crate) const ACCESS_LOG_OUTPUT: &str = "E0501";
+pub(crate) const ACCESS_LOG_FORMAT: &str = "E0502";
+pub(crate) const ACCESS_LOG_TEMPLATE: &str = "E0503";
+pub(crate) const ACCESS_LOG_TEMPLATE_UNUSED: &str = "E0504";
+pub(crate) const ACCESS_LOG_QUEUE_SIZE: &str = "E0505";
+
+pub(crate) const SAMPLE_RATE: &str = "E0601";
 
 /// Every code with a one-line summary, in code order, as `docs/config.md` lists them.
 #[cfg(test)]
@@ -185,6 +193,30 @@ pub(crate) const ALL: &[(&str, &str)] = &[
     (
         ADMIN_ADDRESS_IN_USE,
         "admin address already used by a listener",
+    ),
+    (
+        ACCESS_LOG_OUTPUT,
+        "access log `output` is not `stdout`, `stderr` or an absolute file path",
+    ),
+    (
+        ACCESS_LOG_FORMAT,
+        "access log `format` is not `json` or `text`",
+    ),
+    (
+        ACCESS_LOG_TEMPLATE,
+        "access log `template` is empty, spans lines, names an unknown field or has an unpaired brace",
+    ),
+    (
+        ACCESS_LOG_TEMPLATE_UNUSED,
+        "access log `template` with a `format` other than `text`",
+    ),
+    (
+        ACCESS_LOG_QUEUE_SIZE,
+        "access log `queue_size` outside 1..=1000000",
+    ),
+    (
+        SAMPLE_RATE,
+        "tracing `sample_rate` is not a number in 0.0..=1.0",
     ),
 ];
 

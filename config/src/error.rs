@@ -5,6 +5,7 @@ use std::io;
 use std::path::PathBuf;
 
 use crate::code;
+use crate::load::Format;
 use crate::problem::Problems;
 
 /// Why a config could not be loaded.
@@ -33,6 +34,14 @@ pub enum ConfigError {
     /// The config has the right shape but breaks rules; every broken rule is listed.
     #[error("invalid config: {0}")]
     Invalid(Problems),
+    /// [`convert`](crate::convert) parsed the document but could not write it in `format`.
+    #[error("cannot write the config as {}: {message}", format_name(*format))]
+    Render {
+        /// The format asked for.
+        format: Format,
+        /// What the writer reported.
+        message: String,
+    },
 }
 
 impl ConfigError {
@@ -51,6 +60,10 @@ impl ConfigError {
     pub fn render(&self, source_name: &str) -> String {
         match self {
             Self::Io { source, .. } => format!("error: cannot read {source_name}: {source}"),
+            Self::Render { format, message } => format!(
+                "error: cannot write {source_name} as {}: {message}",
+                format_name(*format)
+            ),
             Self::Syntax {
                 message,
                 line,
@@ -93,6 +106,13 @@ fn syntax_code(message: &str) -> &'static str {
         code::MISSING_KEY
     } else {
         code::SYNTAX
+    }
+}
+
+fn format_name(format: Format) -> &'static str {
+    match format {
+        Format::Yaml => "YAML",
+        Format::Json => "JSON",
     }
 }
 

@@ -3,8 +3,8 @@
 //! It sits before the request path: the proxy and control plane call [`load`] or [`parse`]
 //! and get either a [`Config`] in which every name resolves and every value is in range, or
 //! every [`Problem`] at once (see `docs/config.md`). A [`Snapshot`] pairs a config with its
-//! version for reloads. This crate does no I/O beyond reading the file and has no runtime
-//! (no tokio).
+//! version for reloads, and [`convert`] re-renders a config between YAML and JSON. This crate
+//! does no I/O beyond reading the file and has no runtime (no tokio).
 
 #![warn(missing_docs)]
 
@@ -18,11 +18,12 @@ mod snapshot;
 mod validate;
 
 pub use error::ConfigError;
-pub use load::{Format, load, parse};
+pub use load::{Format, convert, load, parse};
 pub use model::{
-    Action, Admin, Cluster, Config, DomainMatch, Endpoint, HashKey, HeaderChanges, LbPolicy,
-    Limits, Listener, ListenerProtocol, PathMatch, Pool, Redirect, Route, RouteMatch,
-    UpstreamProtocol, ValueMatcher, ValueRule, VirtualHost, WeightedCluster,
+    AccessLog, Action, Admin, Cluster, Config, DomainMatch, Endpoint, HashKey, HeaderChanges,
+    LbPolicy, Limits, Listener, ListenerProtocol, LogField, LogFormat, LogOutput, PathMatch, Pool,
+    Redirect, Route, RouteMatch, TemplatePart, Tracing, UpstreamProtocol, ValueMatcher, ValueRule,
+    VirtualHost, WeightedCluster,
 };
 pub use problem::{Problem, Problems};
 pub use snapshot::Snapshot;

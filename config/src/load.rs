@@ -1,7 +1,9 @@
-//! Reading a config: text → [`raw`](crate::raw) → [`validate`](crate::validate) → [`Config`].
+//! Reading a config: text → [`raw`](crate::raw) → [`validate`](crate::validate) → [`Config`];
+//! and re-rendering a document between YAML and JSON.
 
 use std::path::Path;
 
+use serde::de::DeserializeOwned;
 use serde_saphyr::MessageFormatter as _;
 
 use crate::error::ConfigError;
@@ -61,7 +63,7 @@ impl Format {
 /// # Ok::<(), strait_config::ConfigError>(())
 /// ```
 pub fn parse(text: &str, format: Format) -> Result<Config, ConfigError> {
-    let raw = match format {
+    let raw: raw::Config = match format {
         Format::Yaml => parse_yaml(text)?,
         Format::Json => parse_json(text)?,
     };
@@ -82,7 +84,68 @@ pub fn load(path: &Path) -> Result<Config, ConfigError> {
     parse(&text, Format::from_path(path))
 }
 
-fn parse_yaml(text: &str) -> Result<raw::Config, ConfigError> {
+/// Re-renders a config in another syntax (or the same one, normalised): JSON pretty-printed,
+/// YAML in block style, the text ending with a newline.
+///
+/// The document goes through the file format's types, so every value keeps the type the
+/// format gives it: a YAML `body: 404` or `name: on` is written as the string it is read as,
+/// never as a number or a boolean. Keys come in the format's order (header maps keep theirs),
+/// keys left out stay out, empty lists are dropped, and comments and anchors are lost. The
+/// rules are not checked, so an invalid config converts too; a valid one gives a document that
+/// [`parse`] turns into the same model.
+///
+/// # Errors
+///
+/// [`ConfigError::Syntax`] when `text` is not well-formed in `from` or does not have the
+/// config's shape, as for [`parse`]; [`ConfigError::Render`] if the writer fails.
+///
+/// # Examples
+///
+/// ```
+/// use strait_config::{convert, Format};
+///
+/// let json = convert("tracing: { sample_rate: 0.5 }", Format::Yaml, Format::Json)?;
+/// assert_eq!(json, "{\n  \"tracing\": {\n    \"sample_rate\": 0.5\n  }\n}\n");
+/// let yaml = convert(&json, Format::Json, Format::Yaml)?;
+/// assert_eq!(yaml, "tracing:\n  sample_rate: 0.5\n");
+/// # Ok::<(), strait_config::ConfigError>(())
+/// ```
+pub fn convert(text: &str, from: Format, to: Format) -> Result<String, ConfigError> {
+    let raw: raw::Config = match from {
+        Format::Yaml => parse_yaml(text)?,
+        Format::Json => parse_json(text)?,
+    };
+    let render_error = |message: String| ConfigError::Render {
+        format: to,
+        message: one_line(&message),
+    };
+    // Through a `Value` to drop the `null`s of unset optional keys.
+    let mut document = serde_json::to_value(&raw).map_err(|e| render_error(e.to_string()))?;
+    drop_nulls(&mut document);
+    let mut rendered = match to {
+        Format::Yaml => serde_saphyr::to_string(&document).map_err(|e| e.to_string()),
+        Format::Json => serde_json::to_string_pretty(&document).map_err(|e| e.to_string()),
+    }
+    .map_err(render_error)?;
+    if !rendered.ends_with('\n') {
+        rendered.push('\n');
+    }
+    Ok(rendered)
+}
+
+/// Removes object members whose value is `null`, at every depth: an unset optional key.
+fn drop_nulls(value: &mut serde_json::Value) {
+    match value {
+        serde_json::Value::Object(members) => {
+            members.retain(|_, member| !member.is_null());
+            members.values_mut().for_each(drop_nulls);
+        }
+        serde_json::Value::Array(items) => items.iter_mut().for_each(drop_nulls),
+        _ => {}
+    }
+}
+
+fn parse_yaml<T: DeserializeOwned>(text: &str) -> Result<T, ConfigError> {
     let options = serde_saphyr::options! { with_snippet: false };
     serde_saphyr::from_str_with_options(text, options).map_err(|err| {
         let err = err.without_snippet();
@@ -96,7 +159,7 @@ fn parse_yaml(text: &str) -> Result<raw::Config, ConfigError> {
     })
 }
 
-fn parse_json(text: &str) -> Result<raw::Config, ConfigError> {
+fn parse_json<T: DeserializeOwned>(text: &str) -> Result<T, ConfigError> {
     serde_json::from_str(text).map_err(|err| {
         let (line, column) = (err.line(), err.column());
         let text = err.to_string();

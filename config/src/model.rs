@@ -9,12 +9,18 @@ use std::time::Duration;
 
 use regex::Regex;
 
+mod observability;
+
+pub use self::observability::{AccessLog, LogField, LogFormat, LogOutput, TemplatePart, Tracing};
+
 /// A whole, valid proxy configuration.
 #[derive(Debug, Clone)]
 pub struct Config {
     pub(crate) admin: Option<Admin>,
     pub(crate) listeners: Vec<Listener>,
     pub(crate) clusters: Vec<Cluster>,
+    pub(crate) access_log: Option<AccessLog>,
+    pub(crate) tracing: Tracing,
 }
 
 impl Config {
@@ -36,6 +42,16 @@ impl Config {
     /// The cluster with this name.
     pub fn cluster(&self, name: &str) -> Option<&Cluster> {
         self.clusters.iter().find(|c| c.name == name)
+    }
+
+    /// The access log, when configured; no access log is written otherwise.
+    pub fn access_log(&self) -> Option<&AccessLog> {
+        self.access_log.as_ref()
+    }
+
+    /// Trace sampling; the defaults when the file has no `tracing`.
+    pub fn tracing(&self) -> &Tracing {
+        &self.tracing
     }
 }
 

@@ -9,6 +9,7 @@
 
 mod cluster;
 mod listener;
+mod observability;
 mod route;
 mod value;
 
@@ -25,7 +26,8 @@ use self::value::Violation;
 /// Validates a parsed file into a model, or lists everything wrong with it.
 pub(crate) fn config(raw: raw::Config) -> Result<Config, Problems> {
     let mut problems = Problems::default();
-    // Problems come out in the order of the format: admin, listeners, clusters.
+    // Problems come out in the order of the format: admin, listeners, clusters, access_log,
+    // tracing.
     let admin = match &raw.admin {
         None => Some(None),
         Some(admin) => self::admin(admin, &raw.listeners, &mut problems).map(Some),
@@ -45,13 +47,21 @@ pub(crate) fn config(raw: raw::Config) -> Result<Config, Problems> {
     }
     let listeners = listener::listeners(&raw.listeners, &cluster_names, &mut problems);
     let clusters = cluster::clusters(&raw.clusters, &mut problems);
+    let access_log = observability::access_log(raw.access_log.as_ref(), &mut problems);
+    let tracing = observability::tracing(raw.tracing.as_ref(), &mut problems);
 
-    match (listeners, clusters, admin) {
-        (Some(listeners), Some(clusters), Some(admin)) if problems.is_empty() => Ok(Config {
-            admin,
-            listeners,
-            clusters,
-        }),
+    match (listeners, clusters, admin, access_log, tracing) {
+        (Some(listeners), Some(clusters), Some(admin), Some(access_log), Some(tracing))
+            if problems.is_empty() =>
+        {
+            Ok(Config {
+                admin,
+                listeners,
+                clusters,
+                access_log,
+                tracing,
+            })
+        }
         _ => Err(problems),
     }
 }
