@@ -5,6 +5,7 @@
 //! upstream body (or a proxy-made one) going downstream; it returns the HTTP/1.1 connection to
 //! its pool once the upstream response was read to the end, and not otherwise.
 
+use std::cell::Cell;
 use std::pin::Pin;
 use std::rc::Rc;
 use std::task::{Context, Poll};
@@ -14,6 +15,10 @@ use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
 use hyper::client::conn::http1;
 
+use tokio::time::Instant;
+
+use crate::forward::Downstream;
+use crate::observe::LogRecord;
 use crate::upstream::{EndpointPool, InFlight};
 
 /// The body of a request on its way upstream.
@@ -21,12 +26,28 @@ use crate::upstream::{EndpointPool, InFlight};
 pub struct RequestBody {
     first: Option<Frame<Bytes>>,
     rest: Option<Incoming>,
+    counter: Option<Rc<Cell<u64>>>,
 }
 
 impl RequestBody {
     /// A body that streams `rest` after `first`.
     pub fn new(first: Option<Frame<Bytes>>, rest: Option<Incoming>) -> Self {
-        Self { first, rest }
+        Self {
+            first,
+            rest,
+            counter: None,
+        }
+    }
+
+    /// Counts the data bytes that pass into `counter` (for the access log).
+    pub fn counting(mut self, counter: Option<Rc<Cell<u64>>>) -> Self {
+        if let (Some(counter), Some(data)) =
+            (&counter, self.first.as_ref().and_then(Frame::data_ref))
+        {
+            counter.set(counter.get() + data.len() as u64);
+        }
+        self.counter = counter;
+        self
     }
 }
 
@@ -41,10 +62,16 @@ impl Body for RequestBody {
         if let Some(frame) = self.first.take() {
             return Poll::Ready(Some(Ok(frame)));
         }
-        match self.rest.as_mut() {
+        let poll = match self.rest.as_mut() {
             Some(rest) => Pin::new(rest).poll_frame(cx),
             None => Poll::Ready(None),
+        };
+        if let (Poll::Ready(Some(Ok(frame))), Some(counter)) = (&poll, &self.counter)
+            && let Some(data) = frame.data_ref()
+        {
+            counter.set(counter.get() + data.len() as u64);
         }
+        poll
     }
 
     fn is_end_stream(&self) -> bool {
@@ -76,6 +103,58 @@ pub struct ResponseBody {
     kind: Kind,
     release: Option<Release>,
     finished: bool,
+    completion: Option<Completion>,
+}
+
+/// What happens when the response ends (sent, failed or abandoned): its duration goes to the
+/// metrics and its line to the access log.
+#[derive(Debug)]
+pub struct Completion {
+    conn: Rc<Downstream>,
+    start: Instant,
+    metrics: bool,
+    log: Option<Box<LogRecord>>,
+}
+
+impl Completion {
+    /// Records against `conn` the time since `start` (when `metrics`), and logs `log`.
+    pub fn new(
+        conn: Rc<Downstream>,
+        start: Instant,
+        metrics: bool,
+        log: Option<Box<LogRecord>>,
+    ) -> Self {
+        Self {
+            conn,
+            start,
+            metrics,
+            log,
+        }
+    }
+
+    fn count_bytes(&mut self, n: usize) {
+        if let Some(log) = self.log.as_mut() {
+            log.bytes_out += n as u64;
+        }
+    }
+}
+
+impl Drop for Completion {
+    fn drop(&mut self) {
+        let elapsed = self.start.elapsed();
+        if self.metrics {
+            self.conn.stats.duration.observe(elapsed);
+        }
+        if let (Some(log), Some(handle)) = (&self.log, &self.conn.worker.log) {
+            log.log(
+                handle,
+                elapsed,
+                self.conn.worker.id,
+                &self.conn.listener,
+                self.conn.peer,
+            );
+        }
+    }
 }
 
 #[derive(Debug)]
@@ -115,6 +194,7 @@ impl ResponseBody {
             kind: Kind::Upstream(body),
             release: Some(release),
             finished: false,
+            completion: None,
         }
     }
 
@@ -126,7 +206,13 @@ impl ResponseBody {
             kind,
             release: None,
             finished: false,
+            completion: None,
         }
+    }
+
+    /// Runs `completion` when the body ends or is dropped.
+    pub fn on_complete(&mut self, completion: Completion) {
+        self.completion = Some(completion);
     }
 
     /// No body.
@@ -135,6 +221,7 @@ impl ResponseBody {
             kind: Kind::Full(None),
             release: None,
             finished: false,
+            completion: None,
         }
     }
 }
@@ -151,8 +238,15 @@ impl Body for ResponseBody {
             Kind::Upstream(body) => Pin::new(body).poll_frame(cx),
             Kind::Full(bytes) => Poll::Ready(bytes.take().map(|b| Ok(Frame::data(b)))),
         };
+        if let (Poll::Ready(Some(Ok(frame))), Some(completion)) = (&poll, self.completion.as_mut())
+            && let Some(data) = frame.data_ref()
+        {
+            completion.count_bytes(data.len());
+        }
         if let Poll::Ready(None) = poll {
             self.finished = true;
+            // Record as soon as the last frame is out, not when hyper drops the body.
+            self.completion = None;
         }
         poll
     }

@@ -21,6 +21,7 @@ use tokio::sync::{Notify, watch};
 
 use crate::forward::{self, Downstream};
 use crate::io::{Activity, Socket};
+use crate::metrics::ListenerStats;
 use crate::worker::LocalExec;
 
 /// hyper's smallest allowed read buffer.
@@ -60,6 +61,8 @@ pub async fn serve(
     _tracked: Tracked,
     mut shutdown: watch::Receiver<bool>,
 ) {
+    conn.stats.connections_active.inc();
+    let _active = ActiveConnection(Arc::clone(&conn.stats));
     let activity = Activity::default();
     let socket = Socket::tcp(stream)
         .with_activity(activity.clone())
@@ -135,5 +138,14 @@ impl Drop for Tracked {
         if open == 0 {
             self.0.zero.notify_waiters();
         }
+    }
+}
+
+/// Counts a connection open in its listener's gauge until dropped.
+struct ActiveConnection(Arc<ListenerStats>);
+
+impl Drop for ActiveConnection {
+    fn drop(&mut self) {
+        self.0.connections_active.dec();
     }
 }

@@ -21,12 +21,15 @@ use hyper::body::Incoming;
 use hyper::upgrade::OnUpgrade;
 use hyper_util::rt::TokioIo;
 use strait_config::{Action, HashKey, PathMatch, Redirect, Route, UpstreamProtocol};
+use tokio::time::Instant;
 
 use crate::balance;
-use crate::body::{Release, RequestBody, ResponseBody};
+use crate::body::{Completion, Release, RequestBody, ResponseBody};
 use crate::error::{ERROR_HEADER, Fault, ProxyError};
 use crate::framing::FramingGuard;
 use crate::headers;
+use crate::metrics::{ListenerStats, status_class};
+use crate::observe::{LogRecord, TraceContext, trace};
 use crate::route;
 use crate::snapshot::WorkerView;
 use crate::upstream::{ClusterState, EndpointPool};
@@ -47,6 +50,56 @@ pub struct Downstream {
     pub framing: Arc<FramingGuard>,
     /// HTTP/1.x requests received so far on this connection.
     pub requests: Cell<u64>,
+    /// The listener's metrics on this worker.
+    pub stats: Arc<ListenerStats>,
+}
+
+/// What the request path learnt about a request, for its metrics.
+#[derive(Debug, Default)]
+struct Exchange {
+    view: Option<Rc<WorkerView>>,
+    /// Virtual host, route and target slot indexes.
+    route: Option<(usize, usize, usize)>,
+    cluster: Option<Rc<ClusterState>>,
+    upstream: Option<SocketAddr>,
+    request_id: Option<HeaderValue>,
+    trace: Option<TraceContext>,
+    /// Request body bytes, counted when an access log wants them.
+    bytes_in: Option<Rc<Cell<u64>>>,
+}
+
+impl Exchange {
+    /// Counts the response in its route's (or the listener's unrouted) status class.
+    fn record_status(&self, conn: &Downstream, status: StatusCode) {
+        let class = status_class(status.as_u16());
+        let slot = match (&self.view, self.route) {
+            (Some(view), Some((vhost, route, slot))) => view
+                .route_stats(conn.listener_index, vhost, route)
+                .and_then(|stats| stats.slots.get(slot)),
+            _ => None,
+        };
+        match slot {
+            Some((_, classes)) => classes[class].inc(),
+            None => conn.stats.unrouted[class].inc(),
+        }
+    }
+
+    /// Counts an upstream failure against its cluster.
+    fn record_error(&self, err: &ProxyError) {
+        let Some(cluster) = &self.cluster else {
+            return;
+        };
+        let stats = cluster.stats();
+        match err {
+            ProxyError::ConnectFailed { .. } | ProxyError::Handshake { .. } => {
+                stats.connect_failures.inc();
+            }
+            ProxyError::ConnectTimeout { .. } => stats.connect_timeouts.inc(),
+            ProxyError::UpstreamTimeout { .. } => stats.timeouts.inc(),
+            ProxyError::UpstreamClosed { .. } => stats.resets.inc(),
+            _ => {}
+        }
+    }
 }
 
 /// Serves one request; errors become responses.
@@ -54,15 +107,53 @@ pub async fn handle(
     conn: Rc<Downstream>,
     req: Request<Incoming>,
 ) -> Result<Response<ResponseBody>, Infallible> {
-    conn.worker.stats.count_request();
+    let start = Instant::now();
+    let metrics = conn.worker.metrics;
+    if metrics {
+        conn.worker.shard.requests.inc();
+    }
     let version = req.version();
-    let response = match forward(&conn, req).await {
+    let mut exchange = Exchange::default();
+    let mut log = conn
+        .worker
+        .log
+        .as_ref()
+        .map(|_| Box::new(LogRecord::new(&req)));
+    if let Some(log) = &log {
+        exchange.bytes_in = Some(Rc::clone(&log.bytes_in));
+    }
+    let mut error_kind = None;
+    let mut response = match forward(&conn, req, &mut exchange).await {
         Ok(response) => response,
         Err(err) => {
             tracing::debug!(error = %err, kind = err.kind(), "request failed");
+            if metrics {
+                exchange.record_error(&err);
+            }
+            error_kind = Some(err.kind());
             error_response(&err, version)
         }
     };
+    if metrics {
+        exchange.record_status(&conn, response.status());
+    }
+    if let Some(log) = log.as_mut() {
+        log.status = response.status().as_u16();
+        log.error = error_kind;
+        log.upstream = exchange.upstream;
+        log.request_id = exchange.request_id.take();
+        log.trace_id = exchange.trace.as_ref().map(trace::trace_id_hex);
+        log.route = match (&exchange.view, exchange.route) {
+            (Some(view), Some((vhost, route, slot))) => view
+                .route_stats(conn.listener_index, vhost, route)
+                .map(|stats| (Arc::clone(stats), slot)),
+            _ => None,
+        };
+    }
+    if metrics || log.is_some() {
+        let completion = Completion::new(Rc::clone(&conn), start, metrics, log);
+        response.body_mut().on_complete(completion);
+    }
     Ok(response)
 }
 
@@ -85,6 +176,7 @@ pub fn error_response(err: &ProxyError, version: Version) -> Response<ResponseBo
 async fn forward(
     conn: &Downstream,
     mut req: Request<Incoming>,
+    exchange: &mut Exchange,
 ) -> Result<Response<ResponseBody>, ProxyError> {
     if req.version() != Version::HTTP_2 {
         let index = conn.requests.get() + 1;
@@ -102,6 +194,25 @@ async fn forward(
         });
     }
     let view = conn.worker.views.view();
+    {
+        // Request id and trace context: kept or started here, so the access log, the upstream
+        // and any error response agree on them.
+        let mut rng = conn.worker.rng.borrow_mut();
+        exchange.request_id = Some(headers::ensure_request_id(req.headers_mut(), &mut rng));
+        let incoming = req
+            .headers()
+            .get(trace::TRACEPARENT)
+            .and_then(trace::parse_traceparent);
+        if incoming.is_none() {
+            // tracestate belongs to the traceparent it came with (W3C Trace Context §3.3).
+            req.headers_mut().remove(trace::TRACESTATE);
+        }
+        let sample_rate = view.compiled().config().tracing().sample_rate();
+        let context = trace::propagate(incoming, sample_rate, &mut rng);
+        req.headers_mut()
+            .insert(trace::TRACEPARENT, trace::traceparent_value(&context));
+        exchange.trace = Some(context);
+    }
     let table = view
         .compiled()
         .routes(conn.listener_index, &conn.listener)
@@ -118,7 +229,10 @@ async fn forward(
             headers: req.headers(),
         };
         match table.find(&request) {
-            Some((_, _, route)) => route,
+            Some((vhost, index, route)) => {
+                exchange.route = Some((vhost, index, 0));
+                route
+            }
             None => {
                 return Err(ProxyError::NoRoute {
                     host: host.into_owned(),
@@ -127,6 +241,7 @@ async fn forward(
             }
         }
     };
+    exchange.view = Some(Rc::clone(&view));
     let cluster = match route.action() {
         Action::DirectResponse { status, body } => return Ok(direct_response(*status, body)),
         Action::Redirect(redirect) => return Ok(redirect_response(redirect, &host, &req)),
@@ -134,17 +249,22 @@ async fn forward(
         Action::WeightedClusters(split) => {
             let total: u32 = split.iter().map(|c| c.weight()).sum();
             let mut point = conn.worker.rng.borrow_mut().u32(0..total.max(1));
-            split
+            let slot = split
                 .iter()
-                .find(|c| {
+                .position(|c| {
                     let hit = point < c.weight();
                     point = point.saturating_sub(c.weight());
                     hit
                 })
-                .map_or("", |c| c.cluster())
+                .unwrap_or(0);
+            if let Some(route) = exchange.route.as_mut() {
+                route.2 = slot;
+            }
+            split.get(slot).map_or("", |c| c.cluster())
         }
     };
     let cluster = cluster_state(&view, cluster)?;
+    exchange.cluster = Some(Rc::clone(&cluster));
     let hash = request_hash(cluster.hash_key(), &req, conn.peer);
     let endpoint = cluster
         .pick(hash, &mut conn.worker.rng.borrow_mut())
@@ -171,9 +291,13 @@ async fn forward(
         });
     }
 
-    let upstream_req = prepare_request(conn, req, route, protocol, upgrade).await?;
+    exchange.upstream = Some(endpoint.addr());
+    let upstream_req = prepare_request(conn, req, route, protocol, upgrade)
+        .await?
+        .map(|body| body.counting(exchange.bytes_in.clone()));
     let in_flight = endpoint.start_request();
     let timeout = route.timeout();
+    let sent = Instant::now();
     let (mut response, sender) = if protocol == Version::HTTP_2 {
         (send_h2(&endpoint, upstream_req, timeout).await?, None)
     } else {
@@ -181,6 +305,9 @@ async fn forward(
         (response, Some(sender))
     };
 
+    if conn.worker.metrics {
+        cluster.stats().upstream_duration.observe(sent.elapsed());
+    }
     let switching = response.status() == StatusCode::SWITCHING_PROTOCOLS;
     if switching {
         match (on_upgrade, response.extensions_mut().remove::<OnUpgrade>()) {
@@ -303,7 +430,6 @@ async fn prepare_request(
 
     headers::remove_hop_by_hop(&mut parts.headers, upgrade, true);
     headers::append_forwarded(&mut parts.headers, conn.peer.ip(), "http");
-    headers::ensure_request_id(&mut parts.headers, &mut conn.worker.rng.borrow_mut());
     headers::apply_changes(&mut parts.headers, route.request_headers());
 
     let path_and_query = rewritten_path(&parts.uri, route)?;

@@ -7,6 +7,7 @@
 //! classified in [`error`]. [`server`] starts the workers; [`snapshot`] is the config they serve.
 //! Configuration parsing and validation live in `strait-config`, not here.
 
+pub mod admin;
 pub mod balance;
 pub mod body;
 pub mod demo;
@@ -16,6 +17,8 @@ pub mod forward;
 pub mod framing;
 pub mod headers;
 pub mod io;
+pub mod metrics;
+pub mod observe;
 pub mod route;
 pub mod server;
 pub mod snapshot;

@@ -11,6 +11,7 @@ use bytes::Bytes;
 use clap::{Parser, Subcommand};
 use http_body_util::{BodyExt, Empty};
 use hyper_util::rt::TokioIo;
+use strait_proxy::admin::ConfigSource;
 use strait_proxy::{Options, Server, demo};
 
 #[derive(Debug, Parser)]
@@ -56,13 +57,30 @@ struct ProcessArgs {
     /// Seconds in-flight requests get to finish on SIGTERM/SIGINT.
     #[arg(long, default_value_t = 10)]
     drain_timeout: u64,
+    /// Where the admin API listens (overrides `admin.address`; default 127.0.0.1:9901).
+    #[arg(long)]
+    admin: Option<SocketAddr>,
+    /// Do not record per-request metrics (to measure what they cost).
+    #[arg(long)]
+    no_metrics: bool,
 }
 
+/// The admin API's address when neither the command line nor the config names one.
+const DEFAULT_ADMIN: SocketAddr =
+    SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST), 9901);
+
 impl ProcessArgs {
-    fn options(&self) -> Options {
+    fn options(&self, config: &strait_config::Config, source: Option<ConfigSource>) -> Options {
+        let admin = self
+            .admin
+            .or_else(|| config.admin().map(strait_config::Admin::address))
+            .unwrap_or(DEFAULT_ADMIN);
         Options {
             workers: self.workers,
             drain_timeout: Duration::from_secs(self.drain_timeout),
+            metrics: !self.no_metrics,
+            admin: Some(admin),
+            source,
         }
     }
 }
@@ -115,7 +133,12 @@ fn validate(file: &Path) -> ExitCode {
 fn run(path: &Path, process: &ProcessArgs) -> anyhow::Result<()> {
     let config = strait_config::load(path)
         .map_err(|err| anyhow::anyhow!("{}", err.render(&path.display().to_string())))?;
-    let server = Server::start(config, &process.options())?;
+    let source = std::fs::read_to_string(path).ok().map(|text| ConfigSource {
+        text,
+        format: strait_config::Format::from_path(path),
+    });
+    let options = process.options(&config, source);
+    let server = Server::start(config, &options)?;
     wait_for_signal()?;
     tracing::info!("shutting down: draining in-flight requests");
     server.shutdown();
@@ -128,7 +151,18 @@ fn run_demo(listen: Option<SocketAddr>, check: bool, process: &ProcessArgs) -> a
     let text = demo::config(demo::listen_addr(listen), &backends);
     let config = strait_config::parse(&text, strait_config::Format::Yaml)
         .map_err(|err| anyhow::anyhow!("{}", err.render("demo.yaml")))?;
-    let server = Server::start(config, &process.options())?;
+    let mut options = process.options(
+        &config,
+        Some(ConfigSource {
+            text,
+            format: strait_config::Format::Yaml,
+        }),
+    );
+    // The demo must start on a fresh machine: take any free port if the usual one is taken.
+    if process.admin.is_none() && std::net::TcpListener::bind(DEFAULT_ADMIN).is_err() {
+        options.admin = Some(SocketAddr::from(([127, 0, 0, 1], 0)));
+    }
+    let server = Server::start(config, &options)?;
     let addr = server
         .addr("demo")
         .context("the demo listener is missing")?;
@@ -141,6 +175,9 @@ fn run_demo(listen: Option<SocketAddr>, check: bool, process: &ProcessArgs) -> a
         "backends: backend-a on {}, backend-b on {}",
         backends[0], backends[1]
     );
+    if let Some(admin) = server.admin_addr() {
+        println!("admin API: http://{admin}/metrics /ready /config /clusters /workers");
+    }
     if check {
         let outcome = check_demo(addr);
         server.shutdown();

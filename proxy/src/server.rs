@@ -2,6 +2,7 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
@@ -9,9 +10,12 @@ use arc_swap::ArcSwap;
 use strait_config::Config;
 use tokio::sync::watch;
 
+use crate::admin::{Admin, AdminState, ConfigSource};
 use crate::io;
+use crate::metrics::{Collected, Globals, Shard};
+use crate::observe::AccessLogger;
 use crate::snapshot::{Compiled, SharedSnapshot};
-use crate::worker::{self, WorkerStats};
+use crate::worker;
 
 /// How to run the data plane.
 #[derive(Debug, Clone)]
@@ -20,6 +24,12 @@ pub struct Options {
     pub workers: usize,
     /// Time in-flight requests get to finish on shutdown.
     pub drain_timeout: Duration,
+    /// Whether requests are recorded in the metrics (on unless benchmarking their cost).
+    pub metrics: bool,
+    /// Where the admin API listens; none without one.
+    pub admin: Option<SocketAddr>,
+    /// The document the config was loaded from, shown by the admin API's `/config`.
+    pub source: Option<ConfigSource>,
 }
 
 impl Default for Options {
@@ -27,6 +37,9 @@ impl Default for Options {
         Self {
             workers: 0,
             drain_timeout: Duration::from_secs(10),
+            metrics: true,
+            admin: None,
+            source: None,
         }
     }
 }
@@ -48,6 +61,23 @@ pub enum StartError {
     /// A worker thread could not be started.
     #[error("worker thread could not start")]
     Spawn(#[source] std::io::Error),
+    /// A worker did not report ready in time.
+    #[error("worker {worker} did not start")]
+    WorkerStart {
+        /// The worker's index.
+        worker: usize,
+    },
+    /// The access log's output could not be opened.
+    #[error("access log could not be opened")]
+    AccessLog(#[source] std::io::Error),
+    /// The admin API's address could not be bound.
+    #[error("admin API could not bind {address}")]
+    AdminBind {
+        /// The configured address.
+        address: SocketAddr,
+        /// The socket error.
+        source: std::io::Error,
+    },
 }
 
 /// A running data plane.
@@ -57,7 +87,11 @@ pub struct Server {
     snapshot: SharedSnapshot,
     shutdown: watch::Sender<bool>,
     threads: Vec<JoinHandle<()>>,
-    stats: Vec<Arc<WorkerStats>>,
+    shards: Vec<Arc<Shard>>,
+    ready: Arc<AtomicBool>,
+    globals: Arc<Globals>,
+    admin: Option<Admin>,
+    logger: Option<AccessLogger>,
 }
 
 impl Server {
@@ -93,15 +127,21 @@ impl Server {
             }
         }
 
+        let logger = match config.access_log() {
+            Some(access_log) => Some(AccessLogger::new(access_log).map_err(StartError::AccessLog)?),
+            None => None,
+        };
         let snapshot: SharedSnapshot =
             Arc::new(ArcSwap::from_pointee(Compiled::new(1, Arc::new(config))));
         let (shutdown, shutdown_rx) = watch::channel(false);
+        let (started_tx, started_rx) = std::sync::mpsc::channel();
         let mut threads = Vec::with_capacity(workers);
-        let stats: Vec<_> = (0..workers)
-            .map(|_| Arc::new(WorkerStats::default()))
-            .collect();
+        let shards: Vec<_> = (0..workers).map(|id| Arc::new(Shard::new(id))).collect();
         for (id, listeners) in per_worker.into_iter().enumerate() {
-            let worker_stats = Arc::clone(&stats[id]);
+            let shard = Arc::clone(&shards[id]);
+            let metrics = options.metrics;
+            let started = started_tx.clone();
+            let log = logger.as_ref().map(AccessLogger::handle);
             let core = (!cores.is_empty()).then(|| cores[id % cores.len()]);
             let snapshot = Arc::clone(&snapshot);
             let shutdown_rx = shutdown_rx.clone();
@@ -112,22 +152,88 @@ impl Server {
                     if let Some(core) = core {
                         core_affinity::set_for_current(core);
                     }
-                    if let Err(err) =
-                        worker::run(id, worker_stats, snapshot, listeners, shutdown_rx, drain)
-                    {
+                    if let Err(err) = worker::run(
+                        id,
+                        shard,
+                        metrics,
+                        log,
+                        snapshot,
+                        listeners,
+                        shutdown_rx,
+                        drain,
+                        started,
+                    ) {
                         tracing::error!(worker = id, error = %err, "worker failed");
                     }
                 })
                 .map_err(StartError::Spawn)?;
             threads.push(thread);
         }
+        drop(started_tx);
+        for worker in 0..workers {
+            if started_rx.recv_timeout(Duration::from_secs(10)).is_err() {
+                let _ = shutdown.send(true);
+                return Err(StartError::WorkerStart { worker });
+            }
+        }
+
+        let globals = Arc::new(Globals {
+            config_version: AtomicU64::new(snapshot.load().version()),
+            reloads_applied: AtomicU64::new(0),
+            reloads_rejected: AtomicU64::new(0),
+            io_backend: "epoll",
+            access_log: logger
+                .as_ref()
+                .map(|l| Arc::new(l.counts()) as Arc<dyn crate::metrics::LineCounts>),
+        });
+        let ready = Arc::new(AtomicBool::new(false));
+        let admin = match options.admin {
+            Some(address) => {
+                let state = Arc::new(AdminState {
+                    snapshot: Arc::clone(&snapshot),
+                    source: options.source.clone(),
+                    collected: Collected::new(shards.clone(), Arc::clone(&globals)),
+                    shards: shards.clone(),
+                    ready: Arc::clone(&ready),
+                });
+                match Admin::start(address, state) {
+                    Ok(admin) => Some(admin),
+                    Err(source) => {
+                        let _ = shutdown.send(true);
+                        return Err(StartError::AdminBind { address, source });
+                    }
+                }
+            }
+            None => None,
+        };
+        // Every listener is bound and every worker accepts: ready for traffic.
+        ready.store(true, Ordering::Release);
         Ok(Self {
             addrs,
             snapshot,
             shutdown,
             threads,
-            stats,
+            shards,
+            ready,
+            globals,
+            admin,
+            logger,
         })
+    }
+
+    /// The admin API's bound address, when it runs.
+    pub fn admin_addr(&self) -> Option<SocketAddr> {
+        self.admin.as_ref().map(Admin::addr)
+    }
+
+    /// Whether the proxy reports ready.
+    pub fn is_ready(&self) -> bool {
+        self.ready.load(Ordering::Acquire)
+    }
+
+    /// Process-wide metric values.
+    pub fn globals(&self) -> &Arc<Globals> {
+        &self.globals
     }
 
     /// The bound address of each listener, by name (the real port when configured as 0).
@@ -148,9 +254,9 @@ impl Server {
         self.snapshot.load().version()
     }
 
-    /// Each worker's counters, by worker index.
-    pub fn worker_stats(&self) -> &[Arc<WorkerStats>] {
-        &self.stats
+    /// Each worker's metrics shard, by worker index.
+    pub fn shards(&self) -> &[Arc<Shard>] {
+        &self.shards
     }
 
     /// Number of worker threads.
@@ -161,9 +267,18 @@ impl Server {
     /// Stops accepting, lets in-flight requests finish within the drain timeout, and waits for
     /// every worker to exit.
     pub fn shutdown(self) {
+        // Not ready first, so load balancers polling /ready stop sending.
+        self.ready.store(false, Ordering::Release);
         let _ = self.shutdown.send(true);
         for thread in self.threads {
             let _ = thread.join();
+        }
+        drop(self.admin);
+        // The workers' log handles are gone with them: the writer drains and stops.
+        if let Some(logger) = self.logger
+            && let Err(err) = logger.flush_and_stop(Duration::from_secs(5))
+        {
+            tracing::warn!(error = %err, "access log did not finish writing");
         }
     }
 }

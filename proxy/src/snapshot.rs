@@ -11,8 +11,9 @@ use std::rc::Rc;
 use std::sync::Arc;
 
 use arc_swap::{ArcSwap, Cache};
-use strait_config::Config;
+use strait_config::{Action, Config};
 
+use crate::metrics::{RouteStats, Shard};
 use crate::route::RouteTable;
 use crate::upstream::ClusterState;
 
@@ -83,6 +84,8 @@ pub type SharedSnapshot = Arc<ArcSwap<Compiled>>;
 pub struct WorkerView {
     compiled: Arc<Compiled>,
     clusters: Vec<Rc<ClusterState>>,
+    /// Route metrics by listener, virtual host and route index, in config order.
+    routes: Vec<Vec<Vec<Arc<RouteStats>>>>,
 }
 
 impl WorkerView {
@@ -95,6 +98,16 @@ impl WorkerView {
     pub fn cluster(&self, index: usize) -> Option<&Rc<ClusterState>> {
         self.clusters.get(index)
     }
+
+    /// The metrics of a route, by the listener's index and its route table's indexes.
+    pub fn route_stats(
+        &self,
+        listener: usize,
+        vhost: usize,
+        route: usize,
+    ) -> Option<&Arc<RouteStats>> {
+        self.routes.get(listener)?.get(vhost)?.get(route)
+    }
 }
 
 /// Keeps a worker's view current with the shared snapshot.
@@ -102,18 +115,25 @@ impl WorkerView {
 pub struct ViewCache {
     cache: RefCell<Cache<SharedSnapshot, Arc<Compiled>>>,
     current: RefCell<Rc<WorkerView>>,
+    shard: Arc<Shard>,
 }
 
 impl ViewCache {
     /// Starts from the shared snapshot's current value.
-    pub fn new(shared: SharedSnapshot) -> Self {
+    pub fn new(shared: SharedSnapshot, shard: Arc<Shard>) -> Self {
         let mut cache = Cache::new(shared);
         let compiled = Arc::clone(cache.load());
-        let view = build_view(compiled, &[]);
+        let view = build_view(compiled, &[], &shard);
         Self {
             cache: RefCell::new(cache),
             current: RefCell::new(Rc::new(view)),
+            shard,
         }
+    }
+
+    /// The worker's metrics shard.
+    pub fn shard(&self) -> &Arc<Shard> {
+        &self.shard
     }
 
     /// The current view, rebuilt if the snapshot changed. Per-worker state of clusters whose
@@ -125,21 +145,61 @@ impl ViewCache {
         if Arc::ptr_eq(&current.compiled, latest) {
             return current;
         }
-        let view = Rc::new(build_view(Arc::clone(latest), &current.clusters));
+        let view = Rc::new(build_view(
+            Arc::clone(latest),
+            &current.clusters,
+            &self.shard,
+        ));
         *self.current.borrow_mut() = Rc::clone(&view);
         view
     }
 }
 
-fn build_view(compiled: Arc<Compiled>, old: &[Rc<ClusterState>]) -> WorkerView {
+fn build_view(compiled: Arc<Compiled>, old: &[Rc<ClusterState>], shard: &Shard) -> WorkerView {
     let clusters = compiled
         .config
         .clusters()
         .iter()
         .map(|def| match old.iter().find(|s| s.def() == def) {
             Some(state) => Rc::clone(state),
-            None => Rc::new(ClusterState::new(def)),
+            None => Rc::new(ClusterState::new(def, shard)),
         })
         .collect();
-    WorkerView { compiled, clusters }
+    let routes = compiled
+        .config
+        .listeners()
+        .iter()
+        .map(|listener| {
+            listener
+                .virtual_hosts()
+                .iter()
+                .map(|vhost| {
+                    vhost
+                        .routes()
+                        .iter()
+                        .enumerate()
+                        .map(|(i, route)| {
+                            let label = match route.name() {
+                                Some(name) => name.to_owned(),
+                                None => format!("{}/{i}", vhost.name()),
+                            };
+                            let targets: Vec<&str> = match route.action() {
+                                Action::Cluster(name) => vec![name.as_str()],
+                                Action::WeightedClusters(split) => {
+                                    split.iter().map(|c| c.cluster()).collect()
+                                }
+                                _ => vec![""],
+                            };
+                            shard.route(listener.name(), &label, &targets)
+                        })
+                        .collect()
+                })
+                .collect()
+        })
+        .collect();
+    WorkerView {
+        compiled,
+        clusters,
+        routes,
+    }
 }

@@ -7,6 +7,7 @@
 
 use std::cell::{Cell, RefCell};
 use std::rc::Rc;
+use std::sync::Arc;
 
 use hyper::client::conn::{http1, http2};
 use hyper_util::rt::TokioTimer;
@@ -17,19 +18,22 @@ use crate::balance::Balancer;
 use crate::body::RequestBody;
 use crate::error::ProxyError;
 use crate::io;
+use crate::metrics::{ClusterStats, EndpointStats, Shard};
 use crate::worker::LocalExec;
 
 /// A cluster as one worker sees it.
 #[derive(Debug)]
 pub struct ClusterState {
     def: Cluster,
+    stats: Arc<ClusterStats>,
     balancer: RefCell<Balancer>,
     endpoints: Vec<Rc<EndpointPool>>,
 }
 
 impl ClusterState {
-    /// Builds the state of a cluster; pools start empty.
-    pub fn new(def: &Cluster) -> Self {
+    /// Builds the state of a cluster; pools start empty. Its metrics go to `shard`.
+    pub fn new(def: &Cluster, shard: &Shard) -> Self {
+        let stats = shard.cluster(def.name());
         let weights: Vec<_> = def
             .endpoints()
             .iter()
@@ -38,13 +42,27 @@ impl ClusterState {
         let endpoints = def
             .endpoints()
             .iter()
-            .map(|e| Rc::new(EndpointPool::new(def, e.address())))
+            .map(|e| {
+                let endpoint = stats.endpoint(e.address(), e.weight());
+                Rc::new(EndpointPool::new(
+                    def,
+                    e.address(),
+                    Arc::clone(&stats),
+                    endpoint,
+                ))
+            })
             .collect();
         Self {
             def: def.clone(),
             balancer: RefCell::new(Balancer::new(def.lb(), &weights)),
             endpoints,
+            stats,
         }
+    }
+
+    /// The cluster's metrics on this worker.
+    pub fn stats(&self) -> &ClusterStats {
+        &self.stats
     }
 
     /// The cluster's definition.
@@ -62,7 +80,7 @@ impl ClusterState {
         let endpoints = &self.endpoints;
         let index = self.balancer.borrow_mut().pick(
             hash,
-            |i| endpoints.get(i).map_or(0, |e| e.in_flight.get()),
+            |i| endpoints.get(i).map_or(0, |e| e.in_flight()),
             rng,
         )?;
         endpoints.get(index).cloned()
@@ -79,7 +97,8 @@ pub struct EndpointPool {
     idle: RefCell<Vec<(http1::SendRequest<RequestBody>, Instant)>>,
     h2: RefCell<Option<http2::SendRequest<RequestBody>>>,
     open: Rc<Cell<usize>>,
-    in_flight: Cell<u32>,
+    cluster_stats: Arc<ClusterStats>,
+    stats: Arc<EndpointStats>,
 }
 
 /// Marks a request in flight to an endpoint until dropped.
@@ -88,9 +107,8 @@ pub struct InFlight(Rc<EndpointPool>);
 
 impl Drop for InFlight {
     fn drop(&mut self) {
-        self.0
-            .in_flight
-            .set(self.0.in_flight.get().saturating_sub(1));
+        self.0.stats.in_flight.dec();
+        self.0.cluster_stats.active.dec();
     }
 }
 
@@ -104,7 +122,12 @@ pub struct H1Conn {
 }
 
 impl EndpointPool {
-    fn new(cluster: &Cluster, addr: std::net::SocketAddr) -> Self {
+    fn new(
+        cluster: &Cluster,
+        addr: std::net::SocketAddr,
+        cluster_stats: Arc<ClusterStats>,
+        stats: Arc<EndpointStats>,
+    ) -> Self {
         Self {
             addr,
             protocol: cluster.protocol(),
@@ -113,7 +136,8 @@ impl EndpointPool {
             idle: RefCell::new(Vec::new()),
             h2: RefCell::new(None),
             open: Rc::new(Cell::new(0)),
-            in_flight: Cell::new(0),
+            cluster_stats,
+            stats,
         }
     }
 
@@ -129,13 +153,15 @@ impl EndpointPool {
 
     /// Counts a request in flight until the returned guard drops.
     pub fn start_request(self: &Rc<Self>) -> InFlight {
-        self.in_flight.set(self.in_flight.get() + 1);
+        self.stats.in_flight.inc();
+        self.stats.requests.inc();
+        self.cluster_stats.active.inc();
         InFlight(Rc::clone(self))
     }
 
     /// Requests in flight to this endpoint from this worker.
     pub fn in_flight(&self) -> u32 {
-        self.in_flight.get()
+        u32::try_from(self.stats.in_flight.get()).unwrap_or(0)
     }
 
     /// Open connections from this worker.
@@ -157,6 +183,7 @@ impl EndpointPool {
                 continue;
             }
             if sender.is_ready() {
+                self.cluster_stats.connection_reuses.inc();
                 return Ok(H1Conn {
                     sender,
                     reused: true,
@@ -209,6 +236,7 @@ impl EndpointPool {
     /// Connect and handshake failures.
     pub async fn h2_sender(&self) -> Result<http2::SendRequest<RequestBody>, ProxyError> {
         if let Some(sender) = self.h2.borrow().as_ref().filter(|s| !s.is_closed()) {
+            self.cluster_stats.connection_reuses.inc();
             return Ok(sender.clone());
         }
         let (socket, guard) = self.open_socket().await?;
@@ -239,7 +267,11 @@ impl EndpointPool {
         }
         self.open.set(self.open.get() + 1);
         let guard = OpenGuard(Rc::clone(&self.open));
-        let socket = io::connect(self.addr, self.connect_timeout).await?;
+        self.cluster_stats.pending.inc();
+        let socket = io::connect(self.addr, self.connect_timeout).await;
+        self.cluster_stats.pending.dec();
+        let socket = socket?;
+        self.cluster_stats.connections_opened.inc();
         Ok((socket, guard))
     }
 }

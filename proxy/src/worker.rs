@@ -8,7 +8,6 @@ use std::cell::{Cell, RefCell};
 use std::future::Future;
 use std::rc::Rc;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use tokio::net::TcpListener;
@@ -16,6 +15,8 @@ use tokio::sync::watch;
 
 use crate::downstream::{self, ConnTracker};
 use crate::forward::Downstream;
+use crate::metrics::Shard;
+use crate::observe::LogHandle;
 use crate::snapshot::{SharedSnapshot, ViewCache};
 
 /// Runs hyper's background tasks (HTTP/2 streams, connections) on the worker's `LocalSet`.
@@ -31,43 +32,6 @@ where
     }
 }
 
-/// Counters one worker writes and anyone may read (tests, and the admin API later).
-///
-/// Only the owning worker writes its slot, with a relaxed load and store (no read-modify-write,
-/// no bus lock); the alignment keeps each worker's slot on its own cache line.
-#[derive(Debug, Default)]
-#[repr(align(64))]
-pub struct WorkerStats {
-    connections: AtomicU64,
-    requests: AtomicU64,
-}
-
-impl WorkerStats {
-    /// Downstream connections accepted.
-    pub fn connections(&self) -> u64 {
-        self.connections.load(Ordering::Relaxed)
-    }
-
-    /// Downstream requests received.
-    pub fn requests(&self) -> u64 {
-        self.requests.load(Ordering::Relaxed)
-    }
-
-    fn bump(counter: &AtomicU64) {
-        counter.store(counter.load(Ordering::Relaxed) + 1, Ordering::Relaxed);
-    }
-
-    /// Counts an accepted connection (owning worker only).
-    pub fn count_connection(&self) {
-        Self::bump(&self.connections);
-    }
-
-    /// Counts a request (owning worker only).
-    pub fn count_request(&self) {
-        Self::bump(&self.requests);
-    }
-}
-
 /// The state one worker thread owns.
 #[derive(Debug)]
 pub struct Worker {
@@ -77,8 +41,12 @@ pub struct Worker {
     pub views: ViewCache,
     /// The worker's random source (load balancing, weighted splits, request ids).
     pub rng: RefCell<fastrand::Rng>,
-    /// The worker's counters.
-    pub stats: Arc<WorkerStats>,
+    /// The worker's metrics shard (also reachable through `views`).
+    pub shard: Arc<Shard>,
+    /// Whether requests are recorded in the metrics.
+    pub metrics: bool,
+    /// The access log, when configured.
+    pub log: Option<LogHandle>,
 }
 
 /// One listener's socket, handed to a worker.
@@ -96,11 +64,14 @@ pub struct WorkerListener {
 /// (or `drain_timeout` passes).
 pub fn run(
     id: usize,
-    stats: Arc<WorkerStats>,
+    shard: Arc<Shard>,
+    metrics: bool,
+    log: Option<LogHandle>,
     snapshot: SharedSnapshot,
     listeners: Vec<(usize, String, std::net::TcpListener)>,
     shutdown: watch::Receiver<bool>,
     drain_timeout: Duration,
+    started: std::sync::mpsc::Sender<()>,
 ) -> std::io::Result<()> {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -109,9 +80,11 @@ pub fn run(
     local.block_on(&runtime, async move {
         let worker = Rc::new(Worker {
             id,
-            views: ViewCache::new(snapshot),
+            views: ViewCache::new(snapshot, Arc::clone(&shard)),
             rng: RefCell::new(fastrand::Rng::new()),
-            stats,
+            shard,
+            metrics,
+            log,
         });
         let tracker = ConnTracker::default();
         let mut accepting = Vec::new();
@@ -127,6 +100,7 @@ pub fn run(
                 shutdown.clone(),
             )));
         }
+        let _ = started.send(());
         let mut shutdown = shutdown;
         // A dropped sender also means shut down.
         let _ = shutdown.wait_for(|stop| *stop).await;
@@ -166,6 +140,7 @@ async fn accept_loop(
         .map(|l| l.limits().clone())
         .unwrap_or_default();
     let builder = Rc::new(downstream::builder(&limits));
+    let stats = worker.shard.listener(&name);
     loop {
         let accepted = tokio::select! {
             accepted = listener.accept() => accepted,
@@ -173,7 +148,7 @@ async fn accept_loop(
         };
         match accepted {
             Ok((stream, peer)) => {
-                worker.stats.count_connection();
+                stats.connections_total.inc();
                 let _ = stream.set_nodelay(true);
                 let conn = Rc::new(Downstream {
                     worker: Rc::clone(&worker),
@@ -182,6 +157,7 @@ async fn accept_loop(
                     peer,
                     framing: Arc::default(),
                     requests: Cell::new(0),
+                    stats: Arc::clone(&stats),
                 });
                 tokio::task::spawn_local(downstream::serve(
                     Rc::clone(&builder),

@@ -95,7 +95,16 @@ async fn sigterm_stops_accepting_finishes_in_flight_requests_and_exits_zero() {
     );
     let mut child = KillOnDrop(Some(
         Command::new(STRAIT)
-            .args(["run", "--workers", "2", "--drain-timeout", "10", "--config"])
+            .args([
+                "run",
+                "--workers",
+                "2",
+                "--drain-timeout",
+                "10",
+                "--admin",
+                "127.0.0.1:0",
+                "--config",
+            ])
             .arg(&config)
             .stdout(Stdio::null())
             .stderr(Stdio::piped())

@@ -44,11 +44,46 @@ async fn connect_refused_is_502() {
 }
 
 #[tokio::test]
-async fn upstream_reset_before_response_is_502() {
+async fn upstream_reset_after_the_request_is_502() {
+    let _trace = trace_init();
+    // Reads the request head, then resets the connection (SO_LINGER 0) without answering.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut stream, _)) = listener.accept().await {
+            let mut head = Vec::new();
+            let mut buf = [0u8; 1024];
+            while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                match tokio::io::AsyncReadExt::read(&mut stream, &mut buf).await {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => head.extend_from_slice(&buf[..n]),
+                }
+            }
+            let _ = socket2::SockRef::from(&stream).set_linger(Some(Duration::ZERO));
+            drop(stream);
+        }
+    });
+    let proxy = TestProxy::start(&single("http1", &[addr]), 1);
+    expect_error(&proxy, "/", 502, "upstream_reset").await;
+}
+
+#[tokio::test]
+async fn upstream_reset_at_accept_is_502() {
     let _trace = trace_init();
     let reset = ResetServer::start().await;
     let proxy = TestProxy::start(&single("http1", &[reset.addr()]), 1);
-    expect_error(&proxy, "/", 502, "upstream_reset").await;
+    let client = http1_client(proxy.addr()).await.unwrap();
+    let response = client.get("/").await.unwrap();
+    assert_eq!(response.status(), 502);
+    // The reset may land before the connect completes or after the request is written.
+    let kind = response.headers()["x-strait-error"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    assert!(
+        ["connect_failed", "upstream_reset"].contains(&kind.as_str()),
+        "{kind}"
+    );
 }
 
 #[tokio::test]

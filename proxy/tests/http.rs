@@ -301,9 +301,9 @@ async fn two_workers_both_serve() {
     }
     let per_worker: Vec<u64> = proxy
         .server()
-        .worker_stats()
+        .shards()
         .iter()
-        .map(|s| s.requests())
+        .map(|s| s.requests.get())
         .collect();
     assert_eq!(per_worker.iter().sum::<u64>(), 64);
     assert!(

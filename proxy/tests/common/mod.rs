@@ -5,6 +5,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use strait_config::{Format, parse};
+use strait_proxy::admin::ConfigSource;
 use strait_proxy::{Options, Server};
 
 /// A proxy running in this process on real sockets, shut down when dropped.
@@ -26,6 +27,12 @@ impl TestProxy {
         let options = Options {
             workers,
             drain_timeout: Duration::from_secs(2),
+            admin: Some(SocketAddr::from(([127, 0, 0, 1], 0))),
+            source: Some(ConfigSource {
+                text: yaml.to_owned(),
+                format: Format::Yaml,
+            }),
+            ..Options::default()
         };
         let server = Server::start(config, &options).expect("proxy starts");
         let addr = server.addrs()[0].1;
@@ -37,6 +44,16 @@ impl TestProxy {
 
     pub fn addr(&self) -> SocketAddr {
         self.addr
+    }
+
+    /// The admin API's address.
+    pub fn admin(&self) -> SocketAddr {
+        self.server().admin_addr().expect("admin API runs in tests")
+    }
+
+    /// Takes the server out, to shut it down from another thread.
+    pub fn take(mut self) -> Server {
+        self.server.take().expect("running")
     }
 
     pub fn server(&self) -> &Server {

@@ -1,0 +1,217 @@
+//! One worker's metrics.
+
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+
+use super::{Counter, Gauge, Histogram};
+
+/// The status class index (0 for 1xx … 4 for 5xx) of a status code.
+#[inline]
+pub fn status_class(status: u16) -> usize {
+    usize::from(status / 100).clamp(1, 5) - 1
+}
+
+/// All metrics one worker writes.
+#[derive(Debug)]
+pub struct Shard {
+    worker: usize,
+    /// Requests received by this worker.
+    pub requests: Counter,
+    listeners: Mutex<Vec<Arc<ListenerStats>>>,
+    routes: Mutex<Vec<Arc<RouteStats>>>,
+    clusters: Mutex<Vec<Arc<ClusterStats>>>,
+}
+
+/// Per listener, per worker.
+#[derive(Debug)]
+pub struct ListenerStats {
+    /// The listener's name.
+    pub name: String,
+    /// Connections accepted.
+    pub connections_total: Counter,
+    /// Connections open now.
+    pub connections_active: Gauge,
+    /// Time from request head received to response body sent.
+    pub duration: Histogram,
+    /// Responses to requests that matched no route, by status class.
+    pub unrouted: [Counter; 5],
+}
+
+/// Per route, per worker: responses by target cluster and status class.
+#[derive(Debug)]
+pub struct RouteStats {
+    /// The listener's name.
+    pub listener: String,
+    /// The route's name, or `<virtual host>/<index>` when it has none.
+    pub route: String,
+    /// One slot per target cluster of the route's action (one empty name for redirects and
+    /// direct responses): the cluster's name and responses by status class.
+    pub slots: Vec<(String, [Counter; 5])>,
+}
+
+/// Per cluster, per worker.
+#[derive(Debug)]
+pub struct ClusterStats {
+    /// The cluster's name.
+    pub name: String,
+    /// Time from sending the request upstream to receiving the response head.
+    pub upstream_duration: Histogram,
+    /// Upstream connections opened.
+    pub connections_opened: Counter,
+    /// Requests sent on an already open connection.
+    pub connection_reuses: Counter,
+    /// Connects that failed (refused, unreachable, handshake).
+    pub connect_failures: Counter,
+    /// Connects that timed out.
+    pub connect_timeouts: Counter,
+    /// Requests whose response head did not arrive within the route timeout.
+    pub timeouts: Counter,
+    /// Requests the upstream reset or closed before responding.
+    pub resets: Counter,
+    /// Requests waiting for a connection.
+    pub pending: Gauge,
+    /// Requests sent and not finished.
+    pub active: Gauge,
+    endpoints: Mutex<Vec<Arc<EndpointStats>>>,
+}
+
+/// Per endpoint of a cluster, per worker.
+#[derive(Debug)]
+pub struct EndpointStats {
+    /// The endpoint's address.
+    pub addr: SocketAddr,
+    /// Its weight in the current config.
+    pub weight: Gauge,
+    /// Requests in flight to it.
+    pub in_flight: Gauge,
+    /// Requests sent to it.
+    pub requests: Counter,
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    // The lists are only appended to; a panic elsewhere leaves them usable.
+    mutex.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+impl Shard {
+    /// An empty shard for `worker`.
+    pub fn new(worker: usize) -> Self {
+        Self {
+            worker,
+            requests: Counter::default(),
+            listeners: Mutex::default(),
+            routes: Mutex::default(),
+            clusters: Mutex::default(),
+        }
+    }
+
+    /// The worker's index.
+    pub fn worker(&self) -> usize {
+        self.worker
+    }
+
+    /// The stats of a listener, registered on first use. Not for the request path.
+    pub fn listener(&self, name: &str) -> Arc<ListenerStats> {
+        let mut list = lock(&self.listeners);
+        if let Some(found) = list.iter().find(|l| l.name == name) {
+            return Arc::clone(found);
+        }
+        let stats = Arc::new(ListenerStats {
+            name: name.to_owned(),
+            connections_total: Counter::default(),
+            connections_active: Gauge::default(),
+            duration: Histogram::default(),
+            unrouted: Default::default(),
+        });
+        list.push(Arc::clone(&stats));
+        stats
+    }
+
+    /// The stats of a route with these target clusters, registered on first use.
+    pub fn route(&self, listener: &str, route: &str, clusters: &[&str]) -> Arc<RouteStats> {
+        let mut list = lock(&self.routes);
+        if let Some(found) = list.iter().find(|r| {
+            r.listener == listener
+                && r.route == route
+                && r.slots.len() == clusters.len()
+                && r.slots.iter().zip(clusters).all(|((name, _), c)| name == c)
+        }) {
+            return Arc::clone(found);
+        }
+        let stats = Arc::new(RouteStats {
+            listener: listener.to_owned(),
+            route: route.to_owned(),
+            slots: clusters
+                .iter()
+                .map(|c| ((*c).to_owned(), Default::default()))
+                .collect(),
+        });
+        list.push(Arc::clone(&stats));
+        stats
+    }
+
+    /// The stats of a cluster, registered on first use.
+    pub fn cluster(&self, name: &str) -> Arc<ClusterStats> {
+        let mut list = lock(&self.clusters);
+        if let Some(found) = list.iter().find(|c| c.name == name) {
+            return Arc::clone(found);
+        }
+        let stats = Arc::new(ClusterStats {
+            name: name.to_owned(),
+            upstream_duration: Histogram::default(),
+            connections_opened: Counter::default(),
+            connection_reuses: Counter::default(),
+            connect_failures: Counter::default(),
+            connect_timeouts: Counter::default(),
+            timeouts: Counter::default(),
+            resets: Counter::default(),
+            pending: Gauge::default(),
+            active: Gauge::default(),
+            endpoints: Mutex::default(),
+        });
+        list.push(Arc::clone(&stats));
+        stats
+    }
+
+    /// Every listener's stats.
+    pub fn listeners(&self) -> Vec<Arc<ListenerStats>> {
+        lock(&self.listeners).clone()
+    }
+
+    /// Every route's stats.
+    pub fn routes(&self) -> Vec<Arc<RouteStats>> {
+        lock(&self.routes).clone()
+    }
+
+    /// Every cluster's stats.
+    pub fn clusters(&self) -> Vec<Arc<ClusterStats>> {
+        lock(&self.clusters).clone()
+    }
+}
+
+impl ClusterStats {
+    /// The stats of one endpoint, registered on first use; its weight is updated.
+    pub fn endpoint(&self, addr: SocketAddr, weight: u32) -> Arc<EndpointStats> {
+        let mut list = lock(&self.endpoints);
+        let stats = match list.iter().find(|e| e.addr == addr) {
+            Some(found) => Arc::clone(found),
+            None => {
+                let stats = Arc::new(EndpointStats {
+                    addr,
+                    weight: Gauge::default(),
+                    in_flight: Gauge::default(),
+                    requests: Counter::default(),
+                });
+                list.push(Arc::clone(&stats));
+                stats
+            }
+        };
+        stats.weight.set(i64::from(weight));
+        stats
+    }
+
+    /// Every endpoint's stats.
+    pub fn endpoints(&self) -> Vec<Arc<EndpointStats>> {
+        lock(&self.endpoints).clone()
+    }
+}
