@@ -4,9 +4,9 @@
 //! the line on the worker (JSON or a text template) and offers it to a bounded queue with
 //! `try_send`. When the queue is full, or the writer is gone, the line is dropped and counted, and
 //! the request goes on. One writer thread, owned by the process-wide [`AccessLogger`], drains the
-//! queue into a `BufWriter` over stdout, stderr or a file, and flushes whenever the queue is
-//! momentarily empty: lines appear promptly when idle, and under load one write carries many
-//! lines. [`AccessLogger::written`] and [`AccessLogger::dropped`] count both outcomes.
+//! queue into a `BufWriter` over stdout, stderr or a file; when the queue is empty it flushes
+//! and sleeps for a short interval instead of waiting on the queue, so a worker's `try_send`
+//! never has to wake it. [`AccessLogger::written`] and [`AccessLogger::dropped`] count both outcomes.
 
 use std::cell::Cell;
 use std::fmt::Write as _;
@@ -15,7 +15,7 @@ use std::io::{self, BufWriter, Write};
 use std::marker::PhantomData;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::mpsc::{self, Receiver, RecvTimeoutError, SyncSender};
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError, SyncSender, TryRecvError};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, SystemTime};
@@ -386,23 +386,30 @@ impl Drop for LogHandle {
 
 /// Writes queued lines until every sender is gone. It flushes only when the queue is empty, so
 /// under load one write carries many lines.
+/// How long the writer sleeps once the queue is empty. Senders never wake it (no futex on the
+/// request path); under load one write carries many lines, and a line waits at most this long.
+const DRAIN_INTERVAL: Duration = Duration::from_millis(20);
+
 fn write_lines(rx: &Receiver<String>, mut out: BufWriter<Output>, shared: &Shared) {
     let fail = |error: io::Error| {
         if shared.write_errors.fetch_add(1, Ordering::Relaxed) == 0 {
             tracing::warn!(%error, "access log write failed; further failures are only counted");
         }
     };
-    let next = |out: &mut BufWriter<_>| match rx.try_recv() {
-        Ok(line) => Some(line),
-        Err(_) => {
-            out.flush().unwrap_or_else(fail);
-            rx.recv().ok()
-        }
-    };
-    while let Some(line) = next(&mut out) {
-        match out.write_all(line.as_bytes()) {
-            Ok(()) => bump(&shared.written),
-            Err(error) => fail(error),
+    loop {
+        match rx.try_recv() {
+            Ok(line) => match out.write_all(line.as_bytes()) {
+                Ok(()) => bump(&shared.written),
+                Err(error) => fail(error),
+            },
+            Err(TryRecvError::Empty) => {
+                out.flush().unwrap_or_else(fail);
+                thread::sleep(DRAIN_INTERVAL);
+            }
+            Err(TryRecvError::Disconnected) => {
+                out.flush().unwrap_or_else(fail);
+                return;
+            }
         }
     }
 }
