@@ -9,6 +9,7 @@ pub(crate) const SYNTAX: &str = "E0001";
 pub(crate) const UNKNOWN_KEY: &str = "E0002";
 pub(crate) const MISSING_KEY: &str = "E0003";
 pub(crate) const NO_LISTENERS: &str = "E0004";
+pub(crate) const IO_BACKEND: &str = "E0005";
 
 pub(crate) const LISTENER_ADDRESS_IN_USE: &str = "E0101";
 pub(crate) const LISTENER_ADDRESS: &str = "E0102";
@@ -80,6 +81,7 @@ pub(crate) const ALL: &[(&str, &str)] = &[
     (UNKNOWN_KEY, "a key the format does not define"),
     (MISSING_KEY, "a required key is missing"),
     (NO_LISTENERS, "no listener is defined"),
+    (IO_BACKEND, "`io` is not `auto`, `uring` or `epoll`"),
     (
         LISTENER_ADDRESS_IN_USE,
         "listener address already used by another listener",

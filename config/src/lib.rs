@@ -21,9 +21,9 @@ pub use error::ConfigError;
 pub use load::{Format, convert, load, parse};
 pub use model::{
     AccessLog, Action, Admin, Cluster, Config, DomainMatch, Endpoint, HashKey, HeaderChanges,
-    LbPolicy, Limits, Listener, ListenerProtocol, LogField, LogFormat, LogOutput, PathMatch, Pool,
-    Redirect, Route, RouteMatch, TemplatePart, Tracing, UpstreamProtocol, ValueMatcher, ValueRule,
-    VirtualHost, WeightedCluster,
+    IoBackend, LbPolicy, Limits, Listener, ListenerProtocol, LogField, LogFormat, LogOutput,
+    PathMatch, Pool, Redirect, Route, RouteMatch, TemplatePart, Tracing, UpstreamProtocol,
+    ValueMatcher, ValueRule, VirtualHost, WeightedCluster,
 };
 pub use problem::{Problem, Problems};
 pub use snapshot::Snapshot;

@@ -21,6 +21,7 @@ pub struct Config {
     pub(crate) clusters: Vec<Cluster>,
     pub(crate) access_log: Option<AccessLog>,
     pub(crate) tracing: Tracing,
+    pub(crate) io: IoBackend,
 }
 
 impl Config {
@@ -53,6 +54,26 @@ impl Config {
     pub fn tracing(&self) -> &Tracing {
         &self.tracing
     }
+
+    /// The socket I/O backend the file asks for. Default [`IoBackend::Auto`]. The proxy's
+    /// `--io` command-line option takes precedence.
+    pub fn io(&self) -> IoBackend {
+        self.io
+    }
+}
+
+/// The socket I/O backend of the proxy's workers, chosen once at start.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum IoBackend {
+    /// io_uring if a probe at start succeeds, else epoll: the kernel may refuse io_uring
+    /// (`ENOSYS`, `EPERM` under a container's seccomp profile, `kernel.io_uring_disabled`).
+    /// The default.
+    #[default]
+    Auto,
+    /// io_uring; the proxy does not start where the kernel refuses it.
+    Uring,
+    /// epoll; io_uring is never used.
+    Epoll,
 }
 
 /// The admin listener.

@@ -23,6 +23,7 @@ pub(crate) struct Config {
     pub(crate) clusters: Vec<Cluster>,
     pub(crate) access_log: Option<AccessLog>,
     pub(crate) tracing: Option<Tracing>,
+    pub(crate) io: Option<String>,
 }
 
 #[derive(Debug, Deserialize, Serialize)]

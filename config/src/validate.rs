@@ -17,7 +17,7 @@ use std::collections::HashMap;
 use std::collections::hash_map::Entry;
 
 use crate::code;
-use crate::model::{Admin, Config};
+use crate::model::{Admin, Config, IoBackend};
 use crate::problem::{Problem, Problems, quote};
 use crate::raw;
 
@@ -27,7 +27,7 @@ use self::value::Violation;
 pub(crate) fn config(raw: raw::Config) -> Result<Config, Problems> {
     let mut problems = Problems::default();
     // Problems come out in the order of the format: admin, listeners, clusters, access_log,
-    // tracing.
+    // tracing, io.
     let admin = match &raw.admin {
         None => Some(None),
         Some(admin) => self::admin(admin, &raw.listeners, &mut problems).map(Some),
@@ -49,22 +49,40 @@ pub(crate) fn config(raw: raw::Config) -> Result<Config, Problems> {
     let clusters = cluster::clusters(&raw.clusters, &mut problems);
     let access_log = observability::access_log(raw.access_log.as_ref(), &mut problems);
     let tracing = observability::tracing(raw.tracing.as_ref(), &mut problems);
+    let io = one_of(
+        raw.io.as_deref(),
+        IO_BACKENDS,
+        IoBackend::default(),
+        "io",
+        code::IO_BACKEND,
+        &mut problems,
+    );
 
-    match (listeners, clusters, admin, access_log, tracing) {
-        (Some(listeners), Some(clusters), Some(admin), Some(access_log), Some(tracing))
-            if problems.is_empty() =>
-        {
-            Ok(Config {
-                admin,
-                listeners,
-                clusters,
-                access_log,
-                tracing,
-            })
-        }
+    match (listeners, clusters, admin, access_log, tracing, io) {
+        (
+            Some(listeners),
+            Some(clusters),
+            Some(admin),
+            Some(access_log),
+            Some(tracing),
+            Some(io),
+        ) if problems.is_empty() => Ok(Config {
+            admin,
+            listeners,
+            clusters,
+            access_log,
+            tracing,
+            io,
+        }),
         _ => Err(problems),
     }
 }
+
+const IO_BACKENDS: &[(&str, IoBackend)] = &[
+    ("auto", IoBackend::Auto),
+    ("uring", IoBackend::Uring),
+    ("epoll", IoBackend::Epoll),
+];
 
 fn admin(raw: &raw::Admin, listeners: &[raw::Listener], problems: &mut Problems) -> Option<Admin> {
     let path = "admin.address";
@@ -108,6 +126,29 @@ fn check<T>(
             None
         }
     }
+}
+
+/// An enumeration value (`default` when absent), or the problem listing the valid ones.
+fn one_of<T: Copy>(
+    raw: Option<&str>,
+    valid: &[(&str, T)],
+    default: T,
+    path: &str,
+    code: &'static str,
+    problems: &mut Problems,
+) -> Option<T> {
+    let Some(text) = raw else {
+        return Some(default);
+    };
+    if let Some((_, value)) = valid.iter().find(|(name, _)| *name == text) {
+        return Some(*value);
+    }
+    let names: Vec<&str> = valid.iter().map(|(name, _)| *name).collect();
+    problems.push(
+        Problem::new(path, code, quote(text), "must be a known value")
+            .with_hint(format!("valid values: {}", names.join(", "))),
+    );
+    None
 }
 
 /// Checks an optional value: `Some(None)` when absent, `None` when present and invalid.

@@ -5,8 +5,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use strait_config::{
-    Action, ConfigError, DomainMatch, Format, HashKey, LbPolicy, Limits, ListenerProtocol,
-    PathMatch, Pool, Snapshot, UpstreamProtocol, ValueRule, load, parse,
+    Action, ConfigError, DomainMatch, Format, HashKey, IoBackend, LbPolicy, Limits,
+    ListenerProtocol, PathMatch, Pool, Snapshot, UpstreamProtocol, ValueRule, load, parse,
 };
 
 const MINIMAL: &str = r#"
@@ -32,6 +32,8 @@ fn yaml(text: &str) -> strait_config::Config {
 fn defaults_are_applied() {
     let config = yaml(MINIMAL);
     assert!(config.admin().is_none());
+    assert_eq!(config.io(), IoBackend::Auto);
+    assert_eq!(IoBackend::default(), IoBackend::Auto);
 
     let listener = &config.listeners()[0];
     assert_eq!(listener.protocol(), ListenerProtocol::Http);
@@ -102,6 +104,39 @@ fn hashing_policies_default_to_the_source_ip() {
     let config = yaml(&MINIMAL.replace("  - name: web\n", "  - name: web\n    lb: maglev\n"));
     assert_eq!(config.clusters()[0].lb(), LbPolicy::Maglev);
     assert_eq!(config.clusters()[0].hash_key(), Some(&HashKey::SourceIp));
+}
+
+#[test]
+fn io_selects_the_backend_in_yaml_and_json() {
+    for (text, backend) in [
+        ("auto", IoBackend::Auto),
+        ("uring", IoBackend::Uring),
+        ("epoll", IoBackend::Epoll),
+    ] {
+        assert_eq!(yaml(&format!("io: {text}\n{MINIMAL}")).io(), backend);
+        let json = format!(
+            r#"{{"io": "{text}", "listeners": [{{"name": "public", "address": "127.0.0.1:8080",
+                "virtual_hosts": [{{"name": "default", "domains": ["*"],
+                "routes": [{{"match": {{"prefix": "/"}},
+                "direct_response": {{"status": 200}}}}]}}]}}]}}"#
+        );
+        let config = parse(&json, Format::Json).unwrap_or_else(|err| panic!("{}", err.render("x")));
+        assert_eq!(config.io(), backend);
+    }
+    let config = load(&case("valid/io.yaml")).expect("io.yaml loads");
+    assert_eq!(config.io(), IoBackend::Epoll);
+
+    // Values are exact: no other case, no aliases.
+    for text in ["Uring", "io_uring", "\"\""] {
+        let err = parse(&format!("io: {text}\n{MINIMAL}"), Format::Yaml).expect_err(text);
+        let problems = err.problems().expect("a validation error");
+        assert_eq!(problems.len(), 1, "{}", err.render("x"));
+        let problem = problems.iter().next().expect("one problem");
+        assert_eq!(
+            (problem.path(), problem.code(), problem.hint()),
+            ("io", "E0005", Some("valid values: auto, uring, epoll"))
+        );
+    }
 }
 
 #[test]

@@ -196,6 +196,7 @@ fn rate_problems_name_the_value_as_written() {
 /// YAML would read as numbers or booleans, header maps out of alphabetical order, multi-line
 /// strings, and a long template with quotes and runs of spaces.
 const ROUND_TRIP: &str = r#"
+io: uring
 tracing: { sample_rate: 0.25 }
 listeners:
   - name: 1
@@ -259,6 +260,9 @@ fn convert_round_trips_yaml_through_json() {
         json.find("\"listeners\"") < json.find("\"tracing\""),
         "{json}"
     );
+    assert!(json.find("\"tracing\"") < json.find("\"io\""), "{json}");
+    assert!(json.contains("\"io\": \"uring\""), "{json}");
+    assert!(back.contains("\nio: uring\n"), "{back}");
     assert!(json.find("\"x-z\"") < json.find("\"x-a\""), "{json}");
     assert!(json.contains("\"name\": \"on\""), "{json}");
     assert!(json.contains("\"body\": \"404\""), "{json}");

@@ -7,7 +7,7 @@ use crate::model::{Cluster, Endpoint, HashKey, LbPolicy, Pool, UpstreamProtocol}
 use crate::problem::{Problem, Problems, quote};
 use crate::raw;
 
-use super::{FirstUse, all, check, keys, value};
+use super::{FirstUse, all, check, keys, one_of, value};
 
 /// Time allowed to connect to an endpoint when a cluster sets no `connect_timeout`.
 const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
@@ -84,29 +84,6 @@ pub(super) fn clusters(raw: &[raw::Cluster], problems: &mut Problems) -> Option<
             pool: pool?,
         })
     }))
-}
-
-/// An enumeration value, or the problem listing the valid ones.
-fn one_of<T: Copy>(
-    raw: Option<&str>,
-    valid: &[(&str, T)],
-    default: T,
-    path: &str,
-    code: &'static str,
-    problems: &mut Problems,
-) -> Option<T> {
-    let Some(text) = raw else {
-        return Some(default);
-    };
-    if let Some((_, value)) = valid.iter().find(|(name, _)| *name == text) {
-        return Some(*value);
-    }
-    let names: Vec<&str> = valid.iter().map(|(name, _)| *name).collect();
-    problems.push(
-        Problem::new(path, code, quote(text), "must be a known value")
-            .with_hint(format!("valid values: {}", names.join(", "))),
-    );
-    None
 }
 
 /// The hash key of `ring_hash` and `maglev` (default: source IP); `None` for other policies.
