@@ -16,7 +16,6 @@ use hyper::service::service_fn;
 use hyper_util::rt::TokioTimer;
 use hyper_util::server::conn::auto;
 use strait_config::Limits;
-use tokio::net::TcpStream;
 use tokio::sync::{Notify, watch};
 
 use crate::forward::{self, Downstream};
@@ -56,7 +55,7 @@ pub fn builder(limits: &Limits) -> auto::Builder<LocalExec> {
 pub async fn serve(
     builder: Rc<auto::Builder<LocalExec>>,
     conn: Rc<Downstream>,
-    stream: TcpStream,
+    socket: Socket,
     idle_timeout: Duration,
     _tracked: Tracked,
     mut shutdown: watch::Receiver<bool>,
@@ -64,7 +63,7 @@ pub async fn serve(
     conn.stats.connections_active.inc();
     let _active = ActiveConnection(Arc::clone(&conn.stats));
     let activity = Activity::default();
-    let socket = Socket::tcp(stream)
+    let socket = socket
         .with_activity(activity.clone())
         .with_framing_guard(Arc::clone(&conn.framing));
     let service = service_fn(move |req| forward::handle(Rc::clone(&conn), req));

@@ -1,10 +1,11 @@
-//! The socket seam: every byte the proxy reads or writes goes through [`Socket`].
+//! The socket seam: every byte the proxy reads or writes goes through [`Socket`], on epoll
+//! (tokio) or on the worker's io_uring driver ([`uring`]).
 //!
 //! hyper reads and writes through `hyper::rt::{Read, Write}`, implemented here once, so an I/O
 //! backend (today epoll through tokio; the io_uring driver of the next I/O issue) slots in as
 //! another variant without touching HTTP code. This module also binds the per-worker
 //! `SO_REUSEPORT` listener sockets and opens upstream connections.
-#![allow(unsafe_code)] // Only in `Socket::poll_read`, with SAFETY comments.
+#![allow(unsafe_code)] // `Socket::poll_read` and the `uring` module, with SAFETY comments.
 
 use std::io;
 use std::net::SocketAddr;
@@ -23,12 +24,56 @@ use tokio::net::TcpStream;
 use crate::error::ProxyError;
 use crate::framing::{FramingGuard, FramingScanner};
 
+pub mod uring;
+
 /// A connected stream, downstream or upstream.
 #[derive(Debug)]
 pub struct Socket {
-    inner: TokioIo<TcpStream>,
+    inner: Inner,
     activity: Option<Activity>,
     framing: Option<(FramingScanner, Arc<FramingGuard>)>,
+}
+
+#[derive(Debug)]
+enum Inner {
+    Tcp(TokioIo<TcpStream>),
+    Uring(uring::UringSocket),
+}
+
+/// The socket I/O backend of a worker.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Backend {
+    /// epoll, through tokio.
+    #[default]
+    Epoll,
+    /// The worker's own io_uring driver.
+    Uring,
+}
+
+impl Backend {
+    /// The backend's name, as logged and exported in the metrics.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Epoll => "epoll",
+            Self::Uring => "uring",
+        }
+    }
+}
+
+thread_local! {
+    /// The io_uring driver of the worker running on this thread, if it uses one.
+    static DRIVER: std::cell::RefCell<Option<std::rc::Rc<uring::Driver>>> =
+        const { std::cell::RefCell::new(None) };
+}
+
+/// Makes `driver` the one this thread's upstream connections use.
+pub fn set_thread_driver(driver: Option<std::rc::Rc<uring::Driver>>) {
+    DRIVER.with(|d| *d.borrow_mut() = driver);
+}
+
+/// The io_uring driver of this thread, if any.
+pub fn thread_driver() -> Option<std::rc::Rc<uring::Driver>> {
+    DRIVER.with(|d| d.borrow().clone())
 }
 
 /// Counts the reads and writes of a connection that made progress, for idle detection.
@@ -56,7 +101,16 @@ impl Socket {
     /// Wraps a tokio TCP stream.
     pub fn tcp(stream: TcpStream) -> Self {
         Self {
-            inner: TokioIo::new(stream),
+            inner: Inner::Tcp(TokioIo::new(stream)),
+            activity: None,
+            framing: None,
+        }
+    }
+
+    /// Wraps a socket driven by io_uring.
+    pub fn uring(socket: uring::UringSocket) -> Self {
+        Self {
+            inner: Inner::Uring(socket),
             activity: None,
             framing: None,
         }
@@ -88,25 +142,37 @@ impl Read for Socket {
         mut buf: ReadBufCursor<'_>,
     ) -> Poll<io::Result<()>> {
         let this = &mut *self;
-        let Some((scanner, guard)) = this.framing.as_mut() else {
-            let poll = Pin::new(&mut this.inner).poll_read(cx, buf);
-            if poll.is_ready() {
-                this.touch();
+        let poll = match &mut this.inner {
+            Inner::Uring(socket) => {
+                let room = buf.remaining();
+                let framing = &mut this.framing;
+                socket.poll_read_with(cx, room, |data| {
+                    if let Some((scanner, guard)) = framing.as_mut() {
+                        scanner.scan(data, guard);
+                    }
+                    buf.put_slice(data);
+                })
             }
-            return poll;
+            Inner::Tcp(stream) => match this.framing.as_mut() {
+                None => Pin::new(stream).poll_read(cx, buf),
+                Some((scanner, guard)) => {
+                    // The bytes must be seen as they land in hyper's buffer, which
+                    // `ReadBufCursor` only exposes as uninitialised memory.
+                    // SAFETY: `as_mut` hands out the cursor's unfilled tail. `ReadBuf::uninit`
+                    // never de-initialises memory, and the read only writes initialised bytes.
+                    let mut read_buf = ReadBuf::uninit(unsafe { buf.as_mut() });
+                    let poll = Pin::new(stream.inner_mut()).poll_read(cx, &mut read_buf);
+                    let filled = read_buf.filled().len();
+                    if let Poll::Ready(Ok(())) = poll {
+                        scanner.scan(read_buf.filled(), guard);
+                        // SAFETY: the read initialised exactly `filled` bytes at the start of
+                        // the tail.
+                        unsafe { buf.advance(filled) };
+                    }
+                    poll
+                }
+            },
         };
-        // The bytes must be seen as they land in hyper's buffer, which `ReadBufCursor` only
-        // exposes as uninitialised memory.
-        // SAFETY: `as_mut` hands out the cursor's unfilled tail. `ReadBuf::uninit` never
-        // de-initialises memory, and the read below only writes initialised bytes into it.
-        let mut read_buf = ReadBuf::uninit(unsafe { buf.as_mut() });
-        let poll = Pin::new(this.inner.inner_mut()).poll_read(cx, &mut read_buf);
-        let filled = read_buf.filled().len();
-        if let Poll::Ready(Ok(())) = poll {
-            scanner.scan(read_buf.filled(), guard);
-            // SAFETY: the read initialised exactly `filled` bytes at the start of the tail.
-            unsafe { buf.advance(filled) };
-        }
         if poll.is_ready() {
             this.touch();
         }
@@ -120,7 +186,10 @@ impl Write for Socket {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        let poll = Pin::new(&mut self.inner).poll_write(cx, buf);
+        let poll = match &mut self.inner {
+            Inner::Tcp(stream) => Pin::new(stream).poll_write(cx, buf),
+            Inner::Uring(socket) => socket.poll_write(cx, buf),
+        };
         if poll.is_ready() {
             self.touch();
         }
@@ -132,7 +201,16 @@ impl Write for Socket {
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
-        let poll = Pin::new(&mut self.inner).poll_write_vectored(cx, bufs);
+        let poll = match &mut self.inner {
+            Inner::Tcp(stream) => Pin::new(stream).poll_write_vectored(cx, bufs),
+            Inner::Uring(socket) => {
+                let first = bufs
+                    .iter()
+                    .find(|b| !b.is_empty())
+                    .map_or(&[][..], |b| &b[..]);
+                socket.poll_write(cx, first)
+            }
+        };
         if poll.is_ready() {
             self.touch();
         }
@@ -140,15 +218,24 @@ impl Write for Socket {
     }
 
     fn is_write_vectored(&self) -> bool {
-        self.inner.is_write_vectored()
+        match &self.inner {
+            Inner::Tcp(stream) => stream.is_write_vectored(),
+            Inner::Uring(_) => false,
+        }
     }
 
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.inner).poll_flush(cx)
+        match &mut self.inner {
+            Inner::Tcp(stream) => Pin::new(stream).poll_flush(cx),
+            Inner::Uring(socket) => socket.poll_flush(cx),
+        }
     }
 
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.inner).poll_shutdown(cx)
+        match &mut self.inner {
+            Inner::Tcp(stream) => Pin::new(stream).poll_shutdown(cx),
+            Inner::Uring(socket) => socket.poll_shutdown(cx),
+        }
     }
 }
 
@@ -188,6 +275,17 @@ pub fn bind_reuseport(addr: SocketAddr, count: usize) -> io::Result<Vec<std::net
 /// # Errors
 /// [`ProxyError::ConnectTimeout`] or [`ProxyError::ConnectFailed`].
 pub async fn connect(addr: SocketAddr, timeout: Duration) -> Result<Socket, ProxyError> {
+    if let Some(driver) = thread_driver() {
+        return match tokio::time::timeout(timeout, uring::UringSocket::connect(driver, addr)).await
+        {
+            Ok(Ok(socket)) => Ok(Socket::uring(socket)),
+            Ok(Err(source)) => Err(ProxyError::ConnectFailed { addr, source }),
+            Err(_) => Err(ProxyError::ConnectTimeout {
+                addr,
+                after: timeout,
+            }),
+        };
+    }
     match tokio::time::timeout(timeout, TcpStream::connect(addr)).await {
         Ok(Ok(stream)) => {
             // Small requests and responses must not wait for Nagle's algorithm. This fails only

@@ -26,4 +26,4 @@ pub mod upstream;
 pub mod worker;
 
 pub use error::ProxyError;
-pub use server::{Options, Server, StartError};
+pub use server::{IoMode, Options, Server, StartError};

@@ -12,7 +12,7 @@ use clap::{Parser, Subcommand};
 use http_body_util::{BodyExt, Empty};
 use hyper_util::rt::TokioIo;
 use strait_proxy::admin::ConfigSource;
-use strait_proxy::{Options, Server, demo};
+use strait_proxy::{IoMode, Options, Server, demo};
 
 #[derive(Debug, Parser)]
 #[command(name = "strait", version, about = "Strait: a thread-per-core L7 proxy")]
@@ -63,6 +63,17 @@ struct ProcessArgs {
     /// Do not record per-request metrics (to measure what they cost).
     #[arg(long)]
     no_metrics: bool,
+    /// Socket I/O backend: auto (io_uring where the kernel allows it, else epoll), uring or
+    /// epoll. Overrides the config's `io` (default auto).
+    #[arg(long, value_enum)]
+    io: Option<IoArg>,
+}
+
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+enum IoArg {
+    Auto,
+    Uring,
+    Epoll,
 }
 
 /// The admin API's address when neither the command line nor the config names one.
@@ -79,6 +90,16 @@ impl ProcessArgs {
             workers: self.workers,
             drain_timeout: Duration::from_secs(self.drain_timeout),
             metrics: !self.no_metrics,
+            io: match self.io {
+                Some(IoArg::Auto) => IoMode::Auto,
+                Some(IoArg::Uring) => IoMode::Uring,
+                Some(IoArg::Epoll) => IoMode::Epoll,
+                None => match config.io() {
+                    strait_config::IoBackend::Auto => IoMode::Auto,
+                    strait_config::IoBackend::Uring => IoMode::Uring,
+                    strait_config::IoBackend::Epoll => IoMode::Epoll,
+                },
+            },
             admin: Some(admin),
             source,
         }

@@ -11,7 +11,7 @@ use strait_config::Config;
 use tokio::sync::watch;
 
 use crate::admin::{Admin, AdminState, ConfigSource};
-use crate::io;
+use crate::io::{self, Backend};
 use crate::metrics::{Collected, Globals, Shard};
 use crate::observe::AccessLogger;
 use crate::snapshot::{Compiled, SharedSnapshot};
@@ -26,6 +26,8 @@ pub struct Options {
     pub drain_timeout: Duration,
     /// Whether requests are recorded in the metrics (on unless benchmarking their cost).
     pub metrics: bool,
+    /// The socket I/O backend.
+    pub io: IoMode,
     /// Where the admin API listens; none without one.
     pub admin: Option<SocketAddr>,
     /// The document the config was loaded from, shown by the admin API's `/config`.
@@ -38,8 +40,44 @@ impl Default for Options {
             workers: 0,
             drain_timeout: Duration::from_secs(10),
             metrics: true,
+            io: IoMode::Auto,
             admin: None,
             source: None,
+        }
+    }
+}
+
+/// Which socket I/O backend to use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum IoMode {
+    /// io_uring where the kernel allows it, else epoll.
+    #[default]
+    Auto,
+    /// io_uring, or fail to start.
+    Uring,
+    /// epoll (tokio).
+    Epoll,
+}
+
+impl IoMode {
+    /// Picks the backend, probing io_uring once.
+    ///
+    /// # Errors
+    /// [`StartError::Uring`] when io_uring was asked for and cannot be used.
+    pub fn resolve(self) -> Result<Backend, StartError> {
+        match self {
+            Self::Epoll => Ok(Backend::Epoll),
+            Self::Uring => match io::uring::probe() {
+                Ok(()) => Ok(Backend::Uring),
+                Err(reason) => Err(StartError::Uring { reason }),
+            },
+            Self::Auto => match io::uring::probe() {
+                Ok(()) => Ok(Backend::Uring),
+                Err(reason) => {
+                    tracing::info!(%reason, "io_uring unavailable; using epoll");
+                    Ok(Backend::Epoll)
+                }
+            },
         }
     }
 }
@@ -66,6 +104,12 @@ pub enum StartError {
     WorkerStart {
         /// The worker's index.
         worker: usize,
+    },
+    /// io_uring was required and the kernel does not allow it.
+    #[error("io_uring is not available: {reason}")]
+    Uring {
+        /// What the probe found.
+        reason: String,
     },
     /// The access log's output could not be opened.
     #[error("access log could not be opened")]
@@ -100,6 +144,8 @@ impl Server {
     /// # Errors
     /// [`StartError`] when a socket cannot be bound or a thread cannot start.
     pub fn start(config: Config, options: &Options) -> Result<Self, StartError> {
+        let backend = options.io.resolve()?;
+        tracing::info!(backend = backend.name(), "socket I/O backend");
         let cores = core_affinity::get_core_ids().unwrap_or_default();
         let workers = match options.workers {
             0 => cores.len().max(1),
@@ -156,6 +202,7 @@ impl Server {
                         id,
                         shard,
                         metrics,
+                        backend,
                         log,
                         snapshot,
                         listeners,
@@ -181,7 +228,7 @@ impl Server {
             config_version: AtomicU64::new(snapshot.load().version()),
             reloads_applied: AtomicU64::new(0),
             reloads_rejected: AtomicU64::new(0),
-            io_backend: "epoll",
+            io_backend: backend.name(),
             access_log: logger
                 .as_ref()
                 .map(|l| Arc::new(l.counts()) as Arc<dyn crate::metrics::LineCounts>),

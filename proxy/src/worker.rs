@@ -15,6 +15,8 @@ use tokio::sync::watch;
 
 use crate::downstream::{self, ConnTracker};
 use crate::forward::Downstream;
+use crate::io::uring::{Driver, UringListener};
+use crate::io::{self, Backend, Socket};
 use crate::metrics::Shard;
 use crate::observe::LogHandle;
 use crate::snapshot::{SharedSnapshot, ViewCache};
@@ -66,6 +68,7 @@ pub fn run(
     id: usize,
     shard: Arc<Shard>,
     metrics: bool,
+    backend: Backend,
     log: Option<LogHandle>,
     snapshot: SharedSnapshot,
     listeners: Vec<(usize, String, std::net::TcpListener)>,
@@ -78,6 +81,15 @@ pub fn run(
         .build()?;
     let local = tokio::task::LocalSet::new();
     local.block_on(&runtime, async move {
+        let driver = match backend {
+            Backend::Uring => {
+                let driver = Driver::new(1024, Arc::clone(&shard.io_ops_in_flight))?;
+                driver.start()?;
+                Some(driver)
+            }
+            Backend::Epoll => None,
+        };
+        io::set_thread_driver(driver.clone());
         let worker = Rc::new(Worker {
             id,
             views: ViewCache::new(snapshot, Arc::clone(&shard)),
@@ -89,7 +101,10 @@ pub fn run(
         let tracker = ConnTracker::default();
         let mut accepting = Vec::new();
         for (index, name, socket) in listeners {
-            let listener = TcpListener::from_std(socket)?;
+            let listener = match &driver {
+                Some(driver) => Acceptor::Uring(UringListener::new(Rc::clone(driver), socket)),
+                None => Acceptor::Tokio(TcpListener::from_std(socket)?),
+            };
             let name: Rc<str> = Rc::from(name);
             accepting.push(tokio::task::spawn_local(accept_loop(
                 Rc::clone(&worker),
@@ -118,15 +133,40 @@ pub fn run(
                 "drain deadline passed; closing"
             );
         }
+        io::set_thread_driver(None);
         Ok(())
     })
+}
+
+/// A worker's listening socket on either backend.
+#[derive(Debug)]
+enum Acceptor {
+    Tokio(TcpListener),
+    Uring(UringListener),
+}
+
+impl Acceptor {
+    async fn accept(&mut self) -> std::io::Result<(Socket, std::net::SocketAddr)> {
+        match self {
+            Self::Tokio(listener) => {
+                let (stream, peer) = listener.accept().await?;
+                // Small responses must not wait for Nagle's algorithm.
+                let _ = stream.set_nodelay(true);
+                Ok((Socket::tcp(stream), peer))
+            }
+            Self::Uring(listener) => {
+                let (socket, peer) = listener.accept().await?;
+                Ok((Socket::uring(socket), peer))
+            }
+        }
+    }
 }
 
 async fn accept_loop(
     worker: Rc<Worker>,
     index: usize,
     name: Rc<str>,
-    listener: TcpListener,
+    mut listener: Acceptor,
     tracker: ConnTracker,
     mut shutdown: watch::Receiver<bool>,
 ) {
@@ -147,9 +187,8 @@ async fn accept_loop(
             _ = shutdown.wait_for(|stop| *stop) => break,
         };
         match accepted {
-            Ok((stream, peer)) => {
+            Ok((socket, peer)) => {
                 stats.connections_total.inc();
-                let _ = stream.set_nodelay(true);
                 let conn = Rc::new(Downstream {
                     worker: Rc::clone(&worker),
                     listener_index: index,
@@ -162,7 +201,7 @@ async fn accept_loop(
                 tokio::task::spawn_local(downstream::serve(
                     Rc::clone(&builder),
                     conn,
-                    stream,
+                    socket,
                     limits.idle_timeout,
                     tracker.track(),
                     shutdown.clone(),

@@ -122,6 +122,7 @@ impl Collector for Collected {
         let mut conn_total = BTreeMap::new();
         let mut conn_active = BTreeMap::new();
         let mut worker_requests = BTreeMap::new();
+        let mut io_ops = BTreeMap::new();
         let mut requests = BTreeMap::new();
         let mut duration = BTreeMap::new();
         let mut upstream = BTreeMap::new();
@@ -131,6 +132,7 @@ impl Collector for Collected {
         for shard in &self.shards {
             let worker = shard.worker().to_string();
             worker_requests.insert(labels([("worker", &worker)]), shard.requests.get());
+            io_ops.insert(labels([("worker", &worker)]), shard.io_ops_in_flight.get());
             for l in shard.listeners() {
                 let key = labels([("listener", &l.name), ("worker", &worker)]);
                 *conn_total.entry(key.clone()).or_default() += l.connections_total.get();
@@ -267,6 +269,12 @@ impl Collector for Collected {
             active,
         )?;
 
+        gauges(
+            e,
+            "strait_io_uring_operations_in_flight",
+            "io_uring operations in flight or awaiting cancellation, per worker.",
+            io_ops,
+        )?;
         let g = &self.globals;
         let one = |v: u64| BTreeMap::from([(Labels::new(), v)]);
         #[allow(clippy::cast_possible_wrap)] // versions stay far below 2^63

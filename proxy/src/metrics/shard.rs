@@ -17,6 +17,8 @@ pub struct Shard {
     worker: usize,
     /// Requests received by this worker.
     pub requests: Counter,
+    /// io_uring operations in flight (or awaiting their cancellation) on this worker's ring.
+    pub io_ops_in_flight: Arc<Gauge>,
     listeners: Mutex<Vec<Arc<ListenerStats>>>,
     routes: Mutex<Vec<Arc<RouteStats>>>,
     clusters: Mutex<Vec<Arc<ClusterStats>>>,
@@ -99,6 +101,7 @@ impl Shard {
         Self {
             worker,
             requests: Counter::default(),
+            io_ops_in_flight: Arc::default(),
             listeners: Mutex::default(),
             routes: Mutex::default(),
             clusters: Mutex::default(),

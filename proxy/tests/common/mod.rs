@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use strait_config::{Format, parse};
 use strait_proxy::admin::ConfigSource;
-use strait_proxy::{Options, Server};
+use strait_proxy::{IoMode, Options, Server};
 
 /// A proxy running in this process on real sockets, shut down when dropped.
 pub struct TestProxy {
@@ -17,6 +17,11 @@ pub struct TestProxy {
 impl TestProxy {
     /// Starts a proxy from YAML whose first listener binds 127.0.0.1:0.
     pub fn start(yaml: &str, workers: usize) -> Self {
+        Self::start_with(yaml, workers, io_mode())
+    }
+
+    /// Starts a proxy on a given I/O backend.
+    pub fn start_with(yaml: &str, workers: usize, io: IoMode) -> Self {
         let config = match parse(yaml, Format::Yaml) {
             Ok(config) => config,
             Err(err) => panic!(
@@ -32,6 +37,7 @@ impl TestProxy {
                 text: yaml.to_owned(),
                 format: Format::Yaml,
             }),
+            io,
             ..Options::default()
         };
         let server = Server::start(config, &options).expect("proxy starts");
@@ -73,6 +79,16 @@ impl Drop for TestProxy {
         if let Some(server) = self.server.take() {
             server.shutdown();
         }
+    }
+}
+
+/// The backend under test: `STRAIT_TEST_IO=uring|epoll|auto` (default auto). CI runs the suite
+/// once per backend.
+pub fn io_mode() -> IoMode {
+    match std::env::var("STRAIT_TEST_IO").as_deref() {
+        Ok("uring") => IoMode::Uring,
+        Ok("epoll") => IoMode::Epoll,
+        _ => IoMode::Auto,
     }
 }
 

@@ -1,0 +1,309 @@
+//! A TCP socket driven by the worker's io_uring [`Driver`].
+//!
+//! Reads go into a per-connection buffer owned by the driver while the `Recv` is in flight;
+//! writes are copied into an owned send buffer and acknowledged at once (write-behind), with
+//! partial sends re-submitted and `flush` waiting for the last byte. Dropping the socket
+//! cancels what is in flight and closes the fd.
+
+use std::io;
+use std::net::SocketAddr;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::rc::Rc;
+use std::task::{Context, Poll, ready};
+
+use io_uring::{opcode, types};
+
+use super::driver::{Buf, Driver, OpId};
+
+const RECV_BUF: usize = 16 * 1024;
+const SEND_BUF: usize = 64 * 1024;
+
+/// A connected TCP socket on io_uring.
+#[derive(Debug)]
+pub struct UringSocket {
+    driver: Rc<Driver>,
+    fd: Option<OwnedFd>,
+    /// The `Recv` in flight.
+    recv: Option<OpId>,
+    /// The receive buffer when no `Recv` is in flight, and the unread part of it.
+    read_buf: Vec<u8>,
+    read_at: usize,
+    read_end: usize,
+    eof: bool,
+    /// The `Send` in flight, and how far into its buffer the kernel has sent.
+    send: Option<OpId>,
+    write_buf: Vec<u8>,
+    write_at: usize,
+    write_end: usize,
+}
+
+// SAFETY: a `UringSocket` holds an `Rc<Driver>` and is only ever used on the worker thread that
+// owns that driver: connections, their hyper tasks and upgrade tunnels are all spawned with
+// `spawn_local` on the worker's `LocalSet` and never handed to another thread. hyper requires
+// `Send` I/O for HTTP upgrades only so that an upgraded stream *could* move; Strait never moves
+// one.
+unsafe impl Send for UringSocket {}
+
+impl UringSocket {
+    /// Wraps a connected socket fd.
+    pub fn from_fd(driver: Rc<Driver>, fd: OwnedFd) -> Self {
+        Self {
+            driver,
+            fd: Some(fd),
+            recv: None,
+            read_buf: Vec::new(),
+            read_at: 0,
+            read_end: 0,
+            eof: false,
+            send: None,
+            write_buf: Vec::new(),
+            write_at: 0,
+            write_end: 0,
+        }
+    }
+
+    fn raw(&self) -> RawFd {
+        self.fd.as_ref().map_or(-1, AsRawFd::as_raw_fd)
+    }
+
+    /// Reads into `into` (called with the bytes available), like `AsyncRead::poll_read`.
+    pub fn poll_read_with(
+        &mut self,
+        cx: &mut Context<'_>,
+        room: usize,
+        into: impl FnOnce(&[u8]),
+    ) -> Poll<io::Result<()>> {
+        if self.read_at == self.read_end && !self.eof {
+            ready!(self.poll_fill(cx))?;
+        }
+        let n = room.min(self.read_end - self.read_at);
+        into(&self.read_buf[self.read_at..self.read_at + n]);
+        self.read_at += n;
+        Poll::Ready(Ok(()))
+    }
+
+    fn poll_fill(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let index = match self.recv {
+            Some(index) => index,
+            None => {
+                let mut buf = std::mem::take(&mut self.read_buf);
+                if buf.len() < RECV_BUF {
+                    buf.resize(RECV_BUF, 0);
+                }
+                let fd = self.raw();
+                let index = self.driver.submit(Buf::Bytes(buf), |buf| {
+                    let Buf::Bytes(bytes) = buf else {
+                        unreachable!("a byte buffer was given")
+                    };
+                    let len = u32::try_from(bytes.len()).unwrap_or(u32::MAX);
+                    opcode::Recv::new(types::Fd(fd), bytes.as_mut_ptr(), len).build()
+                });
+                self.recv = Some(index);
+                index
+            }
+        };
+        let (result, buf) = ready!(self.driver.poll_op(index, cx));
+        self.recv = None;
+        if let Buf::Bytes(bytes) = buf {
+            self.read_buf = bytes;
+        }
+        self.read_at = 0;
+        self.read_end = 0;
+        match result {
+            n if n > 0 => {
+                self.read_end = usize::try_from(n).unwrap_or(0).min(self.read_buf.len());
+                Poll::Ready(Ok(()))
+            }
+            0 => {
+                self.eof = true;
+                Poll::Ready(Ok(()))
+            }
+            err => Poll::Ready(Err(io::Error::from_raw_os_error(-err))),
+        }
+    }
+
+    /// Copies `data` into the send buffer and starts sending it; waits while a send is in
+    /// flight.
+    pub fn poll_write(&mut self, cx: &mut Context<'_>, data: &[u8]) -> Poll<io::Result<usize>> {
+        ready!(self.poll_flush(cx))?;
+        let n = data.len().min(SEND_BUF);
+        let mut buf = std::mem::take(&mut self.write_buf);
+        buf.clear();
+        buf.extend_from_slice(&data[..n]);
+        self.write_at = 0;
+        self.write_end = n;
+        self.start_send(buf);
+        Poll::Ready(Ok(n))
+    }
+
+    fn start_send(&mut self, buf: Vec<u8>) {
+        let fd = self.raw();
+        let (at, end) = (self.write_at, self.write_end);
+        let index = self.driver.submit(Buf::Bytes(buf), |buf| {
+            let Buf::Bytes(bytes) = buf else {
+                unreachable!("a byte buffer was given")
+            };
+            let len = u32::try_from(end - at).unwrap_or(u32::MAX);
+            // SAFETY: `at..end` lies within `bytes`; the pointer stays valid while the slot
+            // owns the buffer.
+            let ptr = unsafe { bytes.as_ptr().add(at) };
+            opcode::Send::new(types::Fd(fd), ptr, len)
+                .flags(libc::MSG_NOSIGNAL)
+                .build()
+        });
+        self.send = Some(index);
+    }
+
+    /// Waits until every byte written so far has been handed to the kernel.
+    pub fn poll_flush(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        while let Some(index) = self.send {
+            let (result, buf) = ready!(self.driver.poll_op(index, cx));
+            self.send = None;
+            let Buf::Bytes(bytes) = buf else {
+                return Poll::Ready(Err(io::ErrorKind::BrokenPipe.into()));
+            };
+            if result < 0 {
+                self.write_buf = bytes;
+                return Poll::Ready(Err(io::Error::from_raw_os_error(-result)));
+            }
+            self.write_at += usize::try_from(result).unwrap_or(0);
+            if self.write_at < self.write_end {
+                // A partial send: the rest goes out from the same buffer.
+                self.start_send(bytes);
+            } else {
+                self.write_buf = bytes;
+            }
+        }
+        Poll::Ready(Ok(()))
+    }
+
+    /// Flushes, then shuts the write side down.
+    pub fn poll_shutdown(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        ready!(self.poll_flush(cx))?;
+        if let Some(fd) = &self.fd {
+            socket2::SockRef::from(fd).shutdown(std::net::Shutdown::Write)?;
+        }
+        Poll::Ready(Ok(()))
+    }
+
+    /// Connects a new socket to `addr` through the ring.
+    ///
+    /// # Errors
+    /// The socket cannot be created or the connect fails.
+    pub async fn connect(driver: Rc<Driver>, addr: SocketAddr) -> io::Result<Self> {
+        let socket = socket2::Socket::new(
+            socket2::Domain::for_address(addr),
+            socket2::Type::STREAM.cloexec(),
+            Some(socket2::Protocol::TCP),
+        )?;
+        socket.set_tcp_nodelay(true)?;
+        let fd: OwnedFd = socket.into();
+        let raw = fd.as_raw_fd();
+        let mut pending = PendingOp {
+            driver: Rc::clone(&driver),
+            index: None,
+        };
+        let index = driver.submit(Buf::Addr(Box::new(addr.into())), |buf| {
+            let Buf::Addr(addr) = buf else {
+                unreachable!("an address was given")
+            };
+            opcode::Connect::new(types::Fd(raw), addr.as_ptr().cast(), addr.len()).build()
+        });
+        pending.index = Some(index);
+        let (result, _) = std::future::poll_fn(|cx| driver.poll_op(index, cx)).await;
+        pending.index = None;
+        if result < 0 {
+            return Err(io::Error::from_raw_os_error(-result));
+        }
+        Ok(Self::from_fd(driver, fd))
+    }
+}
+
+/// Cancels an operation if the future waiting for it is dropped.
+struct PendingOp {
+    driver: Rc<Driver>,
+    index: Option<OpId>,
+}
+
+impl Drop for PendingOp {
+    fn drop(&mut self) {
+        if let Some(index) = self.index {
+            self.driver.cancel(index);
+        }
+    }
+}
+
+impl Drop for UringSocket {
+    fn drop(&mut self) {
+        for index in [self.recv.take(), self.send.take()].into_iter().flatten() {
+            self.driver.cancel(index);
+        }
+        // Closing the fd now is safe: operations still in flight hold their own reference to
+        // the file and are cancelled; their buffers stay with the driver until they complete.
+        drop(self.fd.take());
+    }
+}
+
+/// Accepts connections on a listening socket with one multishot `Accept`.
+#[derive(Debug)]
+pub struct UringListener {
+    driver: Rc<Driver>,
+    fd: OwnedFd,
+    accept: Option<OpId>,
+}
+
+impl UringListener {
+    /// Accepts on `listener` (already bound and listening).
+    pub fn new(driver: Rc<Driver>, listener: std::net::TcpListener) -> Self {
+        Self {
+            driver,
+            fd: listener.into(),
+            accept: None,
+        }
+    }
+
+    /// The next accepted connection and its peer address.
+    ///
+    /// # Errors
+    /// The accept failed (EMFILE and the like).
+    pub async fn accept(&mut self) -> io::Result<(UringSocket, SocketAddr)> {
+        loop {
+            let index = match self.accept {
+                Some(index) => index,
+                None => {
+                    let entry = opcode::AcceptMulti::new(types::Fd(self.fd.as_raw_fd()))
+                        .flags(libc::SOCK_CLOEXEC)
+                        .build();
+                    let index = self.driver.submit_multi(entry);
+                    self.accept = Some(index);
+                    index
+                }
+            };
+            let driver = Rc::clone(&self.driver);
+            match std::future::poll_fn(|cx| driver.poll_multi(index, cx)).await {
+                None => self.accept = None, // the multishot stopped: re-arm
+                Some(fd) if fd >= 0 => {
+                    // SAFETY: a non-negative accept result is a new fd that nothing else owns.
+                    let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+                    let sock = socket2::SockRef::from(&fd);
+                    let _ = sock.set_tcp_nodelay(true);
+                    let peer = sock
+                        .peer_addr()
+                        .ok()
+                        .and_then(|a| a.as_socket())
+                        .unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], 0)));
+                    return Ok((UringSocket::from_fd(Rc::clone(&self.driver), fd), peer));
+                }
+                Some(err) => return Err(io::Error::from_raw_os_error(-err)),
+            }
+        }
+    }
+}
+
+impl Drop for UringListener {
+    fn drop(&mut self) {
+        if let Some(index) = self.accept.take() {
+            self.driver.cancel(index);
+        }
+    }
+}
