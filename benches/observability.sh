@@ -24,6 +24,8 @@ cargo build --release --locked -p strait-proxy >/dev/null
 STRAIT=target/release/strait
 
 work=$(mktemp -d)
+# NGINX's workers run as nobody: they must be able to read the body file.
+chmod 755 "$work"
 trap 'kill $(jobs -p) 2>/dev/null || true; sleep 0.3; rm -rf "$work"' EXIT
 
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
@@ -48,6 +50,8 @@ http {
 CONF
 taskset -c "$LOAD_CPU" nginx -c "$work/nginx.conf" -p "$work" &
 sleep 0.5
+size=$(curl -s -o /dev/null -w '%{size_download} %{http_code}' "http://127.0.0.1:$ORIGIN_PORT/")
+[ "$size" = "1024 200" ] || { echo "origin answers '$size', not 1 KiB with 200" >&2; exit 1; }
 
 PROXY_PORT=$(free_port)
 ADMIN_PORT=$(free_port)
