@@ -2,14 +2,16 @@
 //!
 //! It runs on a thread of its own with a current-thread runtime, away from the workers, and
 //! only reads what they publish (metric shards, the snapshot, the ready flag). Every endpoint
-//! answers `GET` only.
+//! answers `GET`; `/config` also takes `PUT` with a new config (YAML, or JSON with
+//! `Content-Type: application/json` or `?format=json`): 200 with the new version, or 400 with
+//! every problem while the previous config keeps serving.
 //!
 //! | path | answer |
 //! |---|---|
 //! | `/metrics` | Prometheus text format (docs/metrics.md) |
 //! | `/ready` | 200 when every listener is bound and a config is active; 503 before and during shutdown |
 //! | `/live` | 200 while the process runs |
-//! | `/config` | the active config and its version; `?format=json` or `?format=yaml` (default: as loaded) |
+//! | `/config` | the active config and its version; `?format=json` or `?format=yaml` (default: as loaded); `PUT` applies a new one |
 //! | `/clusters` | JSON: each cluster's endpoints with weight, health, in-flight requests, ejection |
 //! | `/workers` | JSON: each worker's connections and requests, to see load skew |
 
@@ -21,7 +23,7 @@ use std::thread::JoinHandle;
 
 use bytes::Bytes;
 use http::{Method, Request, Response, StatusCode, header};
-use http_body_util::Full;
+use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
@@ -30,6 +32,7 @@ use strait_config::Format;
 use tokio::sync::watch;
 
 use crate::metrics::{Collected, Shard};
+use crate::reload::{ReloadError, Reloader};
 use crate::snapshot::SharedSnapshot;
 
 /// The config text a snapshot was loaded from, for `/config`.
@@ -46,8 +49,8 @@ pub struct ConfigSource {
 pub struct AdminState {
     /// The active snapshot.
     pub snapshot: SharedSnapshot,
-    /// The text of the active config, when it came from a document.
-    pub source: Option<ConfigSource>,
+    /// Applies new configs, and knows the text of the active one.
+    pub reloader: Arc<Reloader>,
     /// The metrics.
     pub collected: Collected,
     /// The workers' shards.
@@ -60,6 +63,7 @@ pub struct AdminState {
 #[derive(Debug)]
 pub struct Admin {
     addr: SocketAddr,
+    listener: std::net::TcpListener,
     stop: watch::Sender<bool>,
     thread: Option<JoinHandle<()>>,
 }
@@ -70,9 +74,20 @@ impl Admin {
     /// # Errors
     /// When the address cannot be bound.
     pub fn start(addr: SocketAddr, state: Arc<AdminState>) -> std::io::Result<Self> {
-        let listener = std::net::TcpListener::bind(addr)?;
+        Self::start_on(std::net::TcpListener::bind(addr)?, state)
+    }
+
+    /// Serves on an already listening socket (one taken over from an older process).
+    ///
+    /// # Errors
+    /// When the socket cannot be used.
+    pub fn start_on(
+        listener: std::net::TcpListener,
+        state: Arc<AdminState>,
+    ) -> std::io::Result<Self> {
         listener.set_nonblocking(true)?;
         let addr = listener.local_addr()?;
+        let kept = listener.try_clone()?;
         let (stop, stopped) = watch::channel(false);
         let thread = std::thread::Builder::new()
             .name("strait-admin".into())
@@ -92,6 +107,7 @@ impl Admin {
         tracing::info!(address = %addr, "admin API listening");
         Ok(Self {
             addr,
+            listener: kept,
             stop,
             thread: Some(thread),
         })
@@ -100,6 +116,14 @@ impl Admin {
     /// The bound address.
     pub fn addr(&self) -> SocketAddr {
         self.addr
+    }
+
+    /// A duplicate of the listening socket, to hand to a new binary.
+    ///
+    /// # Errors
+    /// When the descriptor cannot be duplicated.
+    pub fn duplicate_listener(&self) -> std::io::Result<std::net::TcpListener> {
+        self.listener.try_clone()
     }
 }
 
@@ -134,9 +158,14 @@ async fn serve(
         };
         let state = Arc::clone(&state);
         tokio::spawn(async move {
-            let service = service_fn(move |req| {
+            let service = service_fn(move |req: Request<Incoming>| {
                 let state = Arc::clone(&state);
-                async move { Ok::<_, Infallible>(answer(&state, &req)) }
+                async move {
+                    if req.method() == Method::PUT && req.uri().path() == "/config" {
+                        return Ok::<_, Infallible>(put_config(state, req).await);
+                    }
+                    Ok::<_, Infallible>(answer(&state, &req))
+                }
             });
             let _ = hyper::server::conn::http1::Builder::new()
                 .serve_connection(TokioIo::new(stream), service)
@@ -147,7 +176,10 @@ async fn serve(
 
 fn answer(state: &AdminState, req: &Request<Incoming>) -> Response<Full<Bytes>> {
     if req.method() != Method::GET {
-        return text(StatusCode::METHOD_NOT_ALLOWED, "only GET is supported\n");
+        return text(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "only GET is supported (and PUT on /config)\n",
+        );
     }
     match req.uri().path() {
         "/metrics" => {
@@ -169,6 +201,57 @@ fn answer(state: &AdminState, req: &Request<Incoming>) -> Response<Full<Bytes>> 
         _ => text(
             StatusCode::NOT_FOUND,
             "unknown admin path; see /metrics /ready /live /config /clusters /workers\n",
+        ),
+    }
+}
+
+/// The largest config `PUT /config` takes.
+const MAX_CONFIG_BYTES: usize = 64 * 1024 * 1024;
+
+/// `PUT /config`: validates and applies the body; the reload itself (binding listeners,
+/// waiting for workers) runs on the blocking pool.
+async fn put_config(state: Arc<AdminState>, req: Request<Incoming>) -> Response<Full<Bytes>> {
+    let json = req
+        .uri()
+        .query()
+        .is_some_and(|q| q.split('&').any(|p| p == "format=json"))
+        || req
+            .headers()
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.starts_with("application/json"));
+    let format = if json { Format::Json } else { Format::Yaml };
+    let body = match Limited::new(req.into_body(), MAX_CONFIG_BYTES)
+        .collect()
+        .await
+    {
+        Ok(body) => body.to_bytes(),
+        Err(err) => {
+            return text(
+                StatusCode::BAD_REQUEST,
+                format!("the config could not be read (at most {MAX_CONFIG_BYTES} bytes): {err}\n"),
+            );
+        }
+    };
+    let Ok(body) = String::from_utf8(body.to_vec()) else {
+        return text(StatusCode::BAD_REQUEST, "the config is not UTF-8\n");
+    };
+    let reloader = Arc::clone(&state.reloader);
+    let outcome = tokio::task::spawn_blocking(move || reloader.apply(&body, format)).await;
+    match outcome {
+        Ok(Ok(applied)) => json_response(&json!({
+            "version": applied.version,
+            "listeners_added": applied.added,
+            "listeners_removed": applied.removed,
+            "warnings": applied.warnings,
+        })),
+        Ok(Err(err @ ReloadError::Bind { .. })) => {
+            text(StatusCode::CONFLICT, format!("config rejected: {err}\n"))
+        }
+        Ok(Err(err)) => text(StatusCode::BAD_REQUEST, format!("{err}\n")),
+        Err(err) => text(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("the reload did not finish: {err}\n"),
         ),
     }
 }
@@ -196,7 +279,7 @@ fn json_response(value: &serde_json::Value) -> Response<Full<Bytes>> {
 
 fn config(state: &AdminState, query: Option<&str>) -> Response<Full<Bytes>> {
     let version = state.snapshot.load().version();
-    let Some(source) = &state.source else {
+    let Some(source) = state.reloader.source() else {
         return text(
             StatusCode::NOT_FOUND,
             "the active config was not loaded from a document\n",
@@ -209,7 +292,7 @@ fn config(state: &AdminState, query: Option<&str>) -> Response<Full<Bytes>> {
         Some(_) => return text(StatusCode::BAD_REQUEST, "format must be json or yaml\n"),
     };
     let body = if wanted == source.format {
-        Ok(source.text.clone())
+        Ok(source.text)
     } else {
         strait_config::convert(&source.text, source.format, wanted)
     };

@@ -5,7 +5,8 @@
 //! a head not received within `header_read_timeout` a closed connection. On HTTP/1.1 that read
 //! timeout also bounds the wait for the next request on a kept-alive connection. HTTP/2 gets
 //! explicit stream, header-list and reset-flood limits. A connection that moves no byte for
-//! `idle_timeout` is closed gracefully, as is every connection when the worker shuts down.
+//! `idle_timeout` is closed gracefully, as is every connection of a listener that drains (a
+//! reload removed it, or the process shuts down or hands over to a new binary).
 
 use std::cell::Cell;
 use std::rc::Rc;
@@ -50,15 +51,32 @@ pub fn builder(limits: &Limits) -> auto::Builder<LocalExec> {
     builder
 }
 
-/// Serves a connection until it ends, is idle for `idle_timeout`, or the worker shuts down
-/// (then in-flight requests finish first: HTTP/2 GOAWAY, HTTP/1.1 `Connection: close`).
+/// How long an HTTP/1.1 connection must be quiet, once its listener drains, before it is
+/// closed: a client between two requests would otherwise race the close.
+const DRAIN_QUIET: Duration = Duration::from_millis(250);
+
+/// What the connections of one listener on one worker share to drain.
+#[derive(Debug)]
+pub struct ListenerDrain {
+    /// Turns true when the listener stops (removed by a reload, or the process shuts down).
+    pub stop: watch::Receiver<bool>,
+    /// Time connections get to finish once `stop` turns true; then they are closed.
+    pub timeout: Duration,
+    /// Counts the worker's open connections and tunnels.
+    pub tracker: ConnTracker,
+}
+
+/// Serves a connection until it ends, is idle for `idle_timeout`, or its listener drains.
+///
+/// Draining: HTTP/2 gets GOAWAY (in-flight streams finish); an HTTP/1.1 connection answers
+/// its next response with `Connection: close`, or is closed once quiet for [`DRAIN_QUIET`];
+/// whatever is still open at the drain deadline is closed.
 pub async fn serve(
     builder: Rc<auto::Builder<LocalExec>>,
     conn: Rc<Downstream>,
     socket: Socket,
     idle_timeout: Duration,
     _tracked: Tracked,
-    mut shutdown: watch::Receiver<bool>,
 ) {
     conn.stats.connections_active.inc();
     let _active = ActiveConnection(Arc::clone(&conn.stats));
@@ -66,12 +84,19 @@ pub async fn serve(
     let socket = socket
         .with_activity(activity.clone())
         .with_framing_guard(Arc::clone(&conn.framing));
+    let mut stop = conn.drain.stop.clone();
+    let drain_timeout = conn.drain.timeout;
+    let state = Rc::clone(&conn);
     let service = service_fn(move |req| forward::handle(Rc::clone(&conn), req));
     let connection = builder.serve_connection_with_upgrades(socket, service);
     tokio::pin!(connection);
+    let deadline = tokio::time::sleep(Duration::MAX);
+    tokio::pin!(deadline);
     let mut seen = activity.count();
     let mut closing = false;
+    let mut draining = false;
     loop {
+        let tick = if draining { DRAIN_QUIET } else { idle_timeout };
         tokio::select! {
             result = connection.as_mut() => {
                 if let Err(err) = result {
@@ -79,13 +104,23 @@ pub async fn serve(
                 }
                 return;
             }
-            _ = shutdown.wait_for(|stop| *stop), if !closing => {
-                closing = true;
-                connection.as_mut().graceful_shutdown();
+            _ = stop.wait_for(|stop| *stop), if !draining => {
+                draining = true;
+                state.closing.set(true);
+                deadline.as_mut().reset(tokio::time::Instant::now() + drain_timeout);
+                if state.http2.get() && !closing {
+                    closing = true;
+                    connection.as_mut().graceful_shutdown();
+                }
+                seen = activity.count();
             }
-            () = tokio::time::sleep(idle_timeout), if !closing => {
+            () = &mut deadline, if draining => {
+                tracing::debug!(peer = %state.peer, "drain deadline passed; closing the connection");
+                return;
+            }
+            () = tokio::time::sleep(tick), if !closing => {
                 let now = activity.count();
-                if now == seen {
+                if now == seen || (draining && state.http2.get()) {
                     closing = true;
                     connection.as_mut().graceful_shutdown();
                 }

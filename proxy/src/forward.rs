@@ -25,6 +25,7 @@ use tokio::time::Instant;
 
 use crate::balance;
 use crate::body::{Completion, Release, RequestBody, ResponseBody};
+use crate::downstream::ListenerDrain;
 use crate::error::{ERROR_HEADER, Fault, ProxyError};
 use crate::framing::FramingGuard;
 use crate::headers;
@@ -52,6 +53,12 @@ pub struct Downstream {
     pub requests: Cell<u64>,
     /// The listener's metrics on this worker.
     pub stats: Arc<ListenerStats>,
+    /// How the listener's connections drain.
+    pub drain: Rc<ListenerDrain>,
+    /// Set when the listener drains: HTTP/1.1 responses then carry `Connection: close`.
+    pub closing: Cell<bool>,
+    /// Whether the connection speaks HTTP/2 (known from its first request).
+    pub http2: Cell<bool>,
 }
 
 /// What the request path learnt about a request, for its metrics.
@@ -113,6 +120,9 @@ pub async fn handle(
         conn.worker.shard.requests.inc();
     }
     let version = req.version();
+    if version == Version::HTTP_2 {
+        conn.http2.set(true);
+    }
     let mut exchange = Exchange::default();
     let mut log = conn
         .worker
@@ -134,6 +144,15 @@ pub async fn handle(
             error_response(&err, version)
         }
     };
+    if conn.closing.get()
+        && version != Version::HTTP_2
+        && response.status() != StatusCode::SWITCHING_PROTOCOLS
+    {
+        // The listener drains: this is the connection's last response.
+        response
+            .headers_mut()
+            .insert(header::CONNECTION, HeaderValue::from_static("close"));
+    }
     if metrics {
         exchange.record_status(&conn, response.status());
     }
@@ -193,7 +212,16 @@ async fn forward(
             method: http::Method::CONNECT,
         });
     }
-    let view = conn.worker.views.view();
+    let mut view = conn.worker.views.view();
+    if view
+        .compiled()
+        .routes(conn.listener_index, &conn.listener)
+        .is_none()
+        && let Some(retired) = conn.worker.views.retired(&conn.listener)
+    {
+        // The listener was removed and this connection drains: route it as before.
+        view = retired;
+    }
     {
         // Request id and trace context: kept or started here, so the access log, the upstream
         // and any error response agree on them.
@@ -313,7 +341,7 @@ async fn forward(
         match (on_upgrade, response.extensions_mut().remove::<OnUpgrade>()) {
             (Some(downstream), Some(upstream)) => {
                 conn.framing.stop();
-                tokio::task::spawn_local(tunnel(downstream, upstream));
+                tokio::task::spawn_local(tunnel(downstream, upstream, Rc::clone(&conn.drain)));
             }
             _ => {
                 return Err(ProxyError::BadRequest {
@@ -562,8 +590,24 @@ async fn send_h2(
     }
 }
 
-/// Copies bytes both ways between an upgraded downstream and upstream connection.
-async fn tunnel(downstream: OnUpgrade, upstream: OnUpgrade) {
+/// Copies bytes both ways between an upgraded downstream and upstream connection. It counts
+/// as an open connection of its worker, and is closed at the drain deadline once its listener
+/// drains.
+async fn tunnel(downstream: OnUpgrade, upstream: OnUpgrade, drain: Rc<ListenerDrain>) {
+    let _tracked = drain.tracker.track();
+    let mut stop = drain.stop.clone();
+    let copy = copy_tunnel(downstream, upstream);
+    tokio::pin!(copy);
+    tokio::select! {
+        () = &mut copy => return,
+        _ = stop.wait_for(|stop| *stop) => {}
+    }
+    if tokio::time::timeout(drain.timeout, copy).await.is_err() {
+        tracing::debug!("drain deadline passed; closing the tunnel");
+    }
+}
+
+async fn copy_tunnel(downstream: OnUpgrade, upstream: OnUpgrade) {
     let (downstream, upstream) = match tokio::try_join!(downstream, upstream) {
         Ok(pair) => pair,
         Err(err) => {

@@ -4,7 +4,9 @@
 //! ([`io`]); [`downstream`] serves the connection (HTTP/1.1 or h2c); [`forward`] routes the request
 //! ([`route`]), applies header semantics ([`headers`]), picks an endpoint ([`balance`]) and sends it
 //! through the worker's pools ([`upstream`]), streaming bodies both ways ([`body`]). Failures are
-//! classified in [`error`]. [`server`] starts the workers; [`snapshot`] is the config they serve.
+//! classified in [`error`]. [`server`] starts the workers; [`snapshot`] is the config they serve;
+//! [`reload`] swaps it and the listeners at run time; [`upgrade`] hands the listening sockets
+//! to a new binary.
 //! Configuration parsing and validation live in `strait-config`, not here.
 
 pub mod admin;
@@ -19,9 +21,11 @@ pub mod headers;
 pub mod io;
 pub mod metrics;
 pub mod observe;
+pub mod reload;
 pub mod route;
 pub mod server;
 pub mod snapshot;
+pub mod upgrade;
 pub mod upstream;
 pub mod worker;
 

@@ -4,6 +4,7 @@ use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
@@ -12,7 +13,11 @@ use clap::{Parser, Subcommand};
 use http_body_util::{BodyExt, Empty};
 use hyper_util::rt::TokioIo;
 use strait_proxy::admin::ConfigSource;
+use strait_proxy::reload::watch::FileWatcher;
+use strait_proxy::server::Inherited;
+use strait_proxy::upgrade::{Takeover, UpgradeServer};
 use strait_proxy::{IoMode, Options, Server, demo};
+use tokio::signal::unix::{SignalKind, signal};
 
 #[derive(Debug, Parser)]
 #[command(name = "strait", version, about = "Strait: a thread-per-core L7 proxy")]
@@ -23,11 +28,22 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Run the proxy from a config file.
+    /// Run the proxy from a config file. SIGHUP, or a change to the file, reloads it.
     Run {
         /// The YAML or JSON config file.
         #[arg(long, short)]
         config: PathBuf,
+        /// Do not reload the config when the file changes (SIGHUP and `PUT /config` still do).
+        #[arg(long)]
+        no_watch: bool,
+        /// Accept binary upgrades on this UNIX socket: a new `strait run --upgrade-from PATH`
+        /// takes over the listening sockets and this process drains and exits.
+        #[arg(long, value_name = "PATH")]
+        upgrade_socket: Option<PathBuf>,
+        /// Take the listening sockets of the `strait` listening for upgrades on PATH, start
+        /// serving on them, then tell it to drain and exit.
+        #[arg(long, value_name = "PATH")]
+        upgrade_from: Option<PathBuf>,
         #[command(flatten)]
         process: ProcessArgs,
     },
@@ -54,9 +70,14 @@ struct ProcessArgs {
     /// Worker threads (default: one per CPU the process may run on).
     #[arg(long, default_value_t = 0)]
     workers: usize,
-    /// Seconds in-flight requests get to finish on SIGTERM/SIGINT.
+    /// Seconds in-flight requests get to finish on SIGTERM/SIGINT (and when a reload removes a
+    /// listener, or a new binary takes over).
     #[arg(long, default_value_t = 10)]
     drain_timeout: u64,
+    /// Seconds `/ready` reports not ready on SIGTERM before the listeners stop accepting, so that
+    /// load balancers stop sending first.
+    #[arg(long, default_value_t = 0.0)]
+    pre_drain_delay: f64,
     /// Where the admin API listens (overrides `admin.address`; default 127.0.0.1:9901).
     #[arg(long)]
     admin: Option<SocketAddr>,
@@ -102,6 +123,7 @@ impl ProcessArgs {
             },
             admin: Some(admin),
             source,
+            pre_drain_delay: Duration::try_from_secs_f64(self.pre_drain_delay).unwrap_or_default(),
         }
     }
 }
@@ -110,7 +132,21 @@ fn main() -> ExitCode {
     init_tracing();
     let cli = Cli::parse();
     let result = match cli.command {
-        Command::Run { config, process } => run(&config, &process),
+        Command::Run {
+            config,
+            no_watch,
+            upgrade_socket,
+            upgrade_from,
+            process,
+        } => run(
+            &config,
+            &process,
+            &Upgrades {
+                watch: !no_watch,
+                socket: upgrade_socket,
+                from: upgrade_from,
+            },
+        ),
         Command::Validate { file } => return validate(&file),
         Command::Demo {
             listen,
@@ -151,7 +187,14 @@ fn validate(file: &Path) -> ExitCode {
     }
 }
 
-fn run(path: &Path, process: &ProcessArgs) -> anyhow::Result<()> {
+/// How `run` reloads and upgrades.
+struct Upgrades {
+    watch: bool,
+    socket: Option<PathBuf>,
+    from: Option<PathBuf>,
+}
+
+fn run(path: &Path, process: &ProcessArgs, upgrades: &Upgrades) -> anyhow::Result<()> {
     let config = strait_config::load(path)
         .map_err(|err| anyhow::anyhow!("{}", err.render(&path.display().to_string())))?;
     let source = std::fs::read_to_string(path).ok().map(|text| ConfigSource {
@@ -159,12 +202,84 @@ fn run(path: &Path, process: &ProcessArgs) -> anyhow::Result<()> {
         format: strait_config::Format::from_path(path),
     });
     let options = process.options(&config, source);
-    let server = Server::start(config, &options)?;
-    wait_for_signal()?;
-    tracing::info!("shutting down: draining in-flight requests");
-    server.shutdown();
+    let (takeover, inherited) = match &upgrades.from {
+        Some(from) => {
+            let (takeover, inherited) = Takeover::connect(from)
+                .with_context(|| format!("taking the listening sockets from {}", from.display()))?;
+            (Some(takeover), inherited)
+        }
+        None => (None, Inherited::default()),
+    };
+    let server = Server::start_with(config, &options, inherited)?;
+    if let Some(takeover) = takeover {
+        takeover
+            .finish()
+            .context("telling the old process to drain")?;
+        tracing::info!("took over from the old process; it drains and exits");
+    }
+    let (handed_over, mut hand_over) = tokio::sync::mpsc::unbounded_channel();
+    let _upgrades = match &upgrades.socket {
+        Some(socket) => {
+            let admin = server.admin_listener().transpose()?;
+            Some(UpgradeServer::start(
+                socket,
+                Arc::clone(server.reloader()),
+                admin,
+                handed_over,
+            )?)
+        }
+        None => None,
+    };
+    let _watcher = if upgrades.watch {
+        match FileWatcher::start(path, Arc::clone(server.reloader())) {
+            Ok(watcher) => Some(watcher),
+            Err(err) => {
+                tracing::warn!(error = %err, "the config file cannot be watched; SIGHUP reloads it");
+                None
+            }
+        }
+    } else {
+        None
+    };
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let event = runtime.block_on(async {
+        let mut term = signal(SignalKind::terminate())?;
+        let mut hup = signal(SignalKind::hangup())?;
+        loop {
+            tokio::select! {
+                _ = term.recv() => return Ok::<_, anyhow::Error>(Stop::Shutdown),
+                result = tokio::signal::ctrl_c() => {
+                    result?;
+                    return Ok(Stop::Shutdown);
+                }
+                Some(()) = hand_over.recv() => return Ok(Stop::HandedOver),
+                _ = hup.recv() => {
+                    tracing::info!(path = %path.display(), "SIGHUP: reloading the config");
+                    let reloader = Arc::clone(server.reloader());
+                    let path = path.to_owned();
+                    // Problems are logged and counted by the reloader.
+                    let _ = tokio::task::spawn_blocking(move || reloader.apply_file(&path)).await;
+                }
+            }
+        }
+    })?;
+    match event {
+        Stop::Shutdown => {
+            tracing::info!("shutting down: draining in-flight requests");
+            server.shutdown();
+        }
+        Stop::HandedOver => server.hand_over(),
+    }
     tracing::info!("stopped");
     Ok(())
+}
+
+/// Why `run` stops.
+enum Stop {
+    Shutdown,
+    HandedOver,
 }
 
 fn run_demo(listen: Option<SocketAddr>, check: bool, process: &ProcessArgs) -> anyhow::Result<()> {
@@ -282,7 +397,7 @@ fn wait_for_signal() -> anyhow::Result<()> {
         .enable_all()
         .build()?;
     runtime.block_on(async {
-        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+        let mut term = signal(SignalKind::terminate())?;
         tokio::select! {
             _ = term.recv() => {}
             result = tokio::signal::ctrl_c() => result?,

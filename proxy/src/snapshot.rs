@@ -115,8 +115,14 @@ impl WorkerView {
 pub struct ViewCache {
     cache: RefCell<Cache<SharedSnapshot, Arc<Compiled>>>,
     current: RefCell<Rc<WorkerView>>,
+    /// The last view that had each listener a newer snapshot removed: that listener's
+    /// connections drain on it (at most [`RETIRED`] kept).
+    retired: RefCell<Vec<(String, Rc<WorkerView>)>>,
     shard: Arc<Shard>,
 }
+
+/// How many removed listeners' last views a worker keeps for their draining connections.
+const RETIRED: usize = 16;
 
 impl ViewCache {
     /// Starts from the shared snapshot's current value.
@@ -127,6 +133,7 @@ impl ViewCache {
         Self {
             cache: RefCell::new(cache),
             current: RefCell::new(Rc::new(view)),
+            retired: RefCell::new(Vec::new()),
             shard,
         }
     }
@@ -150,19 +157,40 @@ impl ViewCache {
             &current.clusters,
             &self.shard,
         ));
+        let mut retired = self.retired.borrow_mut();
+        for (index, listener) in current.compiled.config().listeners().iter().enumerate() {
+            if latest.routes(index, listener.name()).is_none() {
+                retired.retain(|(name, _)| name != listener.name());
+                if retired.len() == RETIRED {
+                    retired.remove(0);
+                }
+                retired.push((listener.name().to_owned(), Rc::clone(&current)));
+            }
+        }
         *self.current.borrow_mut() = Rc::clone(&view);
         view
+    }
+
+    /// The last view that had `listener`, when a newer config removed it: requests still
+    /// arriving on its draining connections are routed as they were.
+    pub fn retired(&self, listener: &str) -> Option<Rc<WorkerView>> {
+        self.retired
+            .borrow()
+            .iter()
+            .find(|(name, _)| name == listener)
+            .map(|(_, view)| Rc::clone(view))
     }
 }
 
 fn build_view(compiled: Arc<Compiled>, old: &[Rc<ClusterState>], shard: &Shard) -> WorkerView {
+    let old: HashMap<&str, &Rc<ClusterState>> = old.iter().map(|s| (s.def().name(), s)).collect();
     let clusters = compiled
         .config
         .clusters()
         .iter()
-        .map(|def| match old.iter().find(|s| s.def() == def) {
-            Some(state) => Rc::clone(state),
-            None => Rc::new(ClusterState::new(def, shard)),
+        .map(|def| match old.get(def.name()) {
+            Some(state) if state.def() == def => Rc::clone(state),
+            state => Rc::new(ClusterState::rebuild(def, shard, state.map(|s| &***s))),
         })
         .collect();
     let routes = compiled

@@ -33,6 +33,12 @@ pub struct ClusterState {
 impl ClusterState {
     /// Builds the state of a cluster; pools start empty. Its metrics go to `shard`.
     pub fn new(def: &Cluster, shard: &Shard) -> Self {
+        Self::rebuild(def, shard, None)
+    }
+
+    /// Builds the state of a changed cluster, keeping the pools (and so the open connections)
+    /// of `old`'s endpoints that remain with the same address, protocol and pool settings.
+    pub fn rebuild(def: &Cluster, shard: &Shard, old: Option<&Self>) -> Self {
         let stats = shard.cluster(def.name());
         let weights: Vec<_> = def
             .endpoints()
@@ -44,6 +50,17 @@ impl ClusterState {
             .iter()
             .map(|e| {
                 let endpoint = stats.endpoint(e.address(), e.weight());
+                let kept = old.and_then(|old| {
+                    old.endpoints.iter().find(|p| {
+                        p.addr == e.address()
+                            && p.protocol == def.protocol()
+                            && p.connect_timeout == def.connect_timeout()
+                            && p.pool == *def.pool()
+                    })
+                });
+                if let Some(kept) = kept {
+                    return Rc::clone(kept);
+                }
                 Rc::new(EndpointPool::new(
                     def,
                     e.address(),

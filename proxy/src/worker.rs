@@ -2,22 +2,25 @@
 //! `SO_REUSEPORT` socket per listener, its own upstream pools and its own view of the snapshot.
 //!
 //! Tasks are spawned on the worker's `LocalSet` and may be `!Send`. The only cross-thread
-//! state a worker reads is the snapshot (through `arc-swap`) and the shutdown signal.
+//! state a worker reads is the snapshot (through `arc-swap`), the shutdown signal and the
+//! listener changes a reload sends ([`Command`]).
 
 use std::cell::{Cell, RefCell};
+use std::collections::HashMap;
 use std::future::Future;
 use std::rc::Rc;
 use std::sync::Arc;
 use std::time::Duration;
 
+use hyper_util::server::conn::auto;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
-use crate::downstream::{self, ConnTracker};
+use crate::downstream::{self, ConnTracker, ListenerDrain};
 use crate::forward::Downstream;
 use crate::io::uring::{Driver, UringListener};
 use crate::io::{self, Backend, Socket};
-use crate::metrics::Shard;
+use crate::metrics::{ListenerStats, Shard};
 use crate::observe::LogHandle;
 use crate::snapshot::{SharedSnapshot, ViewCache};
 
@@ -51,35 +54,90 @@ pub struct Worker {
     pub log: Option<LogHandle>,
 }
 
-/// One listener's socket, handed to a worker.
+/// A change to a worker's listeners, sent by the control thread on a config reload.
 #[derive(Debug)]
-pub struct WorkerListener {
-    /// The listener's index in the snapshot it was bound for.
-    pub index: usize,
-    /// The listener's name.
-    pub name: Rc<str>,
-    /// The bound, listening socket.
-    pub socket: std::net::TcpListener,
+pub enum Command {
+    /// Start accepting on a listener's sockets (this worker's share of them).
+    Add {
+        /// The listener's name.
+        name: String,
+        /// Bound, listening sockets.
+        sockets: Vec<std::net::TcpListener>,
+    },
+    /// Stop accepting on a listener and drain its connections; `done` is sent once the
+    /// worker no longer accepts on it.
+    Remove {
+        /// The listener's name.
+        name: String,
+        /// Acknowledges the removal.
+        done: std::sync::mpsc::Sender<()>,
+    },
+}
+
+/// What a worker starts with.
+#[derive(Debug)]
+pub struct Start {
+    /// The worker's index.
+    pub id: usize,
+    /// The worker's metrics shard.
+    pub shard: Arc<Shard>,
+    /// Whether requests are recorded in the metrics.
+    pub metrics: bool,
+    /// The socket I/O backend.
+    pub backend: Backend,
+    /// The access log, when configured.
+    pub log: Option<LogHandle>,
+    /// The shared snapshot.
+    pub snapshot: SharedSnapshot,
+    /// The worker's sockets of each listener, by listener name.
+    pub listeners: Vec<(String, Vec<std::net::TcpListener>)>,
+    /// Listener changes from reloads.
+    pub commands: tokio::sync::mpsc::UnboundedReceiver<Command>,
+    /// Turns true when the process shuts down.
+    pub shutdown: watch::Receiver<bool>,
+    /// Time connections get to finish once their listener stops.
+    pub drain_timeout: Duration,
+    /// Told once every listener accepts.
+    pub started: std::sync::mpsc::Sender<()>,
+}
+
+/// One listener's accept loops on this worker, and how to stop them.
+struct Accepting {
+    stop: watch::Sender<bool>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl Accepting {
+    /// Stops accepting; resolves once the accept loops ended. Connections already accepted
+    /// see the stop and drain.
+    async fn stop(self) {
+        let _ = self.stop.send(true);
+        for task in self.tasks {
+            let _ = task.await;
+        }
+    }
 }
 
 /// Runs a worker on the current thread until `shutdown` turns true and its connections drain
 /// (or `drain_timeout` passes).
-pub fn run(
-    id: usize,
-    shard: Arc<Shard>,
-    metrics: bool,
-    backend: Backend,
-    log: Option<LogHandle>,
-    snapshot: SharedSnapshot,
-    listeners: Vec<(usize, String, std::net::TcpListener)>,
-    shutdown: watch::Receiver<bool>,
-    drain_timeout: Duration,
-    started: std::sync::mpsc::Sender<()>,
-) -> std::io::Result<()> {
+pub fn run(start: Start) -> std::io::Result<()> {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
     let local = tokio::task::LocalSet::new();
+    let Start {
+        id,
+        shard,
+        metrics,
+        backend,
+        log,
+        snapshot,
+        listeners,
+        mut commands,
+        mut shutdown,
+        drain_timeout,
+        started,
+    } = start;
     local.block_on(&runtime, async move {
         let driver = match backend {
             Backend::Uring => {
@@ -99,31 +157,74 @@ pub fn run(
             log,
         });
         let tracker = ConnTracker::default();
-        let mut accepting = Vec::new();
-        for (index, name, socket) in listeners {
-            let listener = match &driver {
-                Some(driver) => Acceptor::Uring(UringListener::new(Rc::clone(driver), socket)),
-                None => Acceptor::Tokio(TcpListener::from_std(socket)?),
-            };
+        let spawn = |name: String, sockets: Vec<std::net::TcpListener>| {
+            let (stop, stopped) = watch::channel(false);
             let name: Rc<str> = Rc::from(name);
-            accepting.push(tokio::task::spawn_local(accept_loop(
-                Rc::clone(&worker),
-                index,
-                name,
-                listener,
-                tracker.clone(),
-                shutdown.clone(),
-            )));
+            let drain = Rc::new(ListenerDrain {
+                stop: stopped,
+                timeout: drain_timeout,
+                tracker: tracker.clone(),
+            });
+            let mut tasks = Vec::with_capacity(sockets.len());
+            for socket in sockets {
+                let acceptor = match &driver {
+                    Some(driver) => Acceptor::Uring(UringListener::new(Rc::clone(driver), socket)),
+                    None => Acceptor::Tokio(TcpListener::from_std(socket)?),
+                };
+                tasks.push(tokio::task::spawn_local(accept_loop(
+                    Rc::clone(&worker),
+                    Rc::clone(&name),
+                    acceptor,
+                    Rc::clone(&drain),
+                )));
+            }
+            Ok::<_, std::io::Error>(Accepting { stop, tasks })
+        };
+        let mut accepting: HashMap<String, Accepting> = HashMap::new();
+        for (name, sockets) in listeners {
+            let loops = spawn(name.clone(), sockets)?;
+            accepting.insert(name, loops);
         }
         let _ = started.send(());
-        let mut shutdown = shutdown;
-        // A dropped sender also means shut down.
-        let _ = shutdown.wait_for(|stop| *stop).await;
-        for task in accepting {
-            let _ = task.await;
+        loop {
+            tokio::select! {
+                // A dropped sender also means shut down.
+                _ = shutdown.wait_for(|stop| *stop) => break,
+                command = commands.recv() => match command {
+                    Some(Command::Add { name, sockets }) => {
+                        tracing::info!(worker = id, listener = %name, "listener added");
+                        match spawn(name.clone(), sockets) {
+                            Ok(loops) => {
+                                if let Some(old) = accepting.insert(name, loops) {
+                                    tokio::task::spawn_local(old.stop());
+                                }
+                            }
+                            Err(err) => {
+                                tracing::error!(worker = id, listener = %name, error = %err, "listener could not start");
+                            }
+                        }
+                    }
+                    Some(Command::Remove { name, done }) => {
+                        tracing::info!(worker = id, listener = %name, "listener removed; draining");
+                        let old = accepting.remove(&name);
+                        tokio::task::spawn_local(async move {
+                            if let Some(old) = old {
+                                old.stop().await;
+                            }
+                            let _ = done.send(());
+                        });
+                    }
+                    None => break,
+                },
+            }
+        }
+        for (_, loops) in accepting.drain() {
+            loops.stop().await;
         }
         tracing::debug!(worker = id, open = tracker.open(), "draining connections");
-        if tokio::time::timeout(drain_timeout, tracker.drained())
+        // Connections close themselves within the drain timeout; the margin covers a response
+        // being written when the deadline hits.
+        if tokio::time::timeout(drain_timeout + Duration::from_secs(1), tracker.drained())
             .await
             .is_err()
         {
@@ -160,52 +261,78 @@ impl Acceptor {
             }
         }
     }
+
+    /// Stops accepting without losing a connection the kernel already handed over: io_uring's
+    /// multishot accept is cancelled and what it accepted before the cancel is returned. The
+    /// socket itself closes when this worker's descriptor is the last one (another worker, or
+    /// a newer process after an upgrade, may still accept on it).
+    async fn close(self) -> Vec<(Socket, std::net::SocketAddr)> {
+        match self {
+            Self::Tokio(_) => Vec::new(),
+            Self::Uring(listener) => listener
+                .close()
+                .await
+                .into_iter()
+                .map(|(socket, peer)| (Socket::uring(socket), peer))
+                .collect(),
+        }
+    }
+}
+
+/// Builds the per-connection state and serves it.
+struct Serving {
+    index: usize,
+    version: u64,
+    builder: Rc<auto::Builder<LocalExec>>,
+    idle_timeout: Duration,
+}
+
+impl Serving {
+    /// The listener's index and limits in the current snapshot (rebuilt when it changes).
+    fn refresh(current: Option<Self>, worker: &Worker, name: &str) -> Self {
+        let view = worker.views.view();
+        let compiled = view.compiled();
+        if let Some(current) = current
+            && current.version == compiled.version()
+        {
+            return current;
+        }
+        let found = compiled
+            .config()
+            .listeners()
+            .iter()
+            .enumerate()
+            .find(|(_, l)| l.name() == name);
+        let index = found.map_or(usize::MAX, |(i, _)| i);
+        let limits = found.map(|(_, l)| l.limits().clone()).unwrap_or_default();
+        Self {
+            index,
+            version: compiled.version(),
+            builder: Rc::new(downstream::builder(&limits)),
+            idle_timeout: limits.idle_timeout,
+        }
+    }
 }
 
 async fn accept_loop(
     worker: Rc<Worker>,
-    index: usize,
     name: Rc<str>,
     mut listener: Acceptor,
-    tracker: ConnTracker,
-    mut shutdown: watch::Receiver<bool>,
+    drain: Rc<ListenerDrain>,
 ) {
-    let view = worker.views.view();
-    let limits = view
-        .compiled()
-        .config()
-        .listeners()
-        .iter()
-        .find(|l| l.name() == &*name)
-        .map(|l| l.limits().clone())
-        .unwrap_or_default();
-    let builder = Rc::new(downstream::builder(&limits));
     let stats = worker.shard.listener(&name);
+    let mut stop = drain.stop.clone();
+    let mut serving = None;
     loop {
         let accepted = tokio::select! {
             accepted = listener.accept() => accepted,
-            _ = shutdown.wait_for(|stop| *stop) => break,
+            _ = stop.wait_for(|stop| *stop) => break,
         };
         match accepted {
             Ok((socket, peer)) => {
-                stats.connections_total.inc();
-                let conn = Rc::new(Downstream {
-                    worker: Rc::clone(&worker),
-                    listener_index: index,
-                    listener: Rc::clone(&name),
-                    peer,
-                    framing: Arc::default(),
-                    requests: Cell::new(0),
-                    stats: Arc::clone(&stats),
-                });
-                tokio::task::spawn_local(downstream::serve(
-                    Rc::clone(&builder),
-                    conn,
-                    socket,
-                    limits.idle_timeout,
-                    tracker.track(),
-                    shutdown.clone(),
-                ));
+                let current = Serving::refresh(serving.take(), &worker, &name);
+                serve(&worker, &name, &stats, &drain, &current, socket, peer);
+                serving = Some(current);
             }
             Err(err) => {
                 // EMFILE/ENFILE and the like: back off briefly instead of spinning.
@@ -214,4 +341,42 @@ async fn accept_loop(
             }
         }
     }
+    let late = listener.close().await;
+    if !late.is_empty() {
+        let current = Serving::refresh(serving.take(), &worker, &name);
+        for (socket, peer) in late {
+            serve(&worker, &name, &stats, &drain, &current, socket, peer);
+        }
+    }
+}
+
+fn serve(
+    worker: &Rc<Worker>,
+    name: &Rc<str>,
+    stats: &Arc<ListenerStats>,
+    drain: &Rc<ListenerDrain>,
+    serving: &Serving,
+    socket: Socket,
+    peer: std::net::SocketAddr,
+) {
+    stats.connections_total.inc();
+    let conn = Rc::new(Downstream {
+        worker: Rc::clone(worker),
+        listener_index: serving.index,
+        listener: Rc::clone(name),
+        peer,
+        framing: Arc::default(),
+        requests: Cell::new(0),
+        stats: Arc::clone(stats),
+        drain: Rc::clone(drain),
+        closing: Cell::new(false),
+        http2: Cell::new(false),
+    });
+    tokio::task::spawn_local(downstream::serve(
+        Rc::clone(&serving.builder),
+        conn,
+        socket,
+        serving.idle_timeout,
+        drain.tracker.track(),
+    ));
 }

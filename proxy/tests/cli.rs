@@ -1,24 +1,16 @@
-//! The `strait` binary: `validate`, `run` with a graceful SIGTERM, and `demo --check`.
+//! The `strait` binary: `validate`, `run` with a graceful SIGTERM, reloads on a file change and
+//! on SIGHUP, and `demo --check`.
 
 #![allow(clippy::unwrap_used)] // test helpers unwrap: a failure is the test failing
 
-use std::io::{BufRead, BufReader};
-use std::net::SocketAddr;
+mod common;
+
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
+use common::process::{KillOnDrop, Log, STRAIT, spawn_run, temp_dir, temp_file};
 use http_body_util::BodyExt;
 use strait_testkit::{Upstream, http1_client, trace_init};
-
-const STRAIT: &str = env!("CARGO_BIN_EXE_strait");
-
-fn temp_file(name: &str, text: &str) -> std::path::PathBuf {
-    let dir = std::env::temp_dir().join(format!("strait-cli-{}-{name}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let path = dir.join(name);
-    std::fs::write(&path, text).unwrap();
-    path
-}
 
 #[test]
 fn validate_prints_every_problem_and_fails() {
@@ -55,33 +47,6 @@ fn validate_prints_every_problem_and_fails() {
     );
 }
 
-/// Reads the proxy's log until it reports the bound address of a listener.
-fn bound_address(stderr: impl std::io::Read + Send + 'static) -> SocketAddr {
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        let mut sent = false;
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            // Keep draining stderr after the address so the child never blocks on a full pipe.
-            if !sent
-                && line.contains("listening")
-                && let Some(at) = line.find("address=")
-            {
-                let addr = line[at + 8..]
-                    .split_whitespace()
-                    .next()
-                    .unwrap_or("")
-                    .to_owned();
-                let _ = tx.send(addr);
-                sent = true;
-            }
-        }
-    });
-    rx.recv_timeout(Duration::from_secs(20))
-        .expect("proxy logs its address")
-        .parse()
-        .unwrap()
-}
-
 #[tokio::test]
 async fn sigterm_stops_accepting_finishes_in_flight_requests_and_exits_zero() {
     let _trace = trace_init();
@@ -111,7 +76,7 @@ async fn sigterm_stops_accepting_finishes_in_flight_requests_and_exits_zero() {
             .spawn()
             .unwrap(),
     ));
-    let addr = bound_address(child.get().stderr.take().unwrap());
+    let addr = Log::new(child.get().stderr.take().unwrap()).bound_address();
 
     let client = http1_client(addr).await.unwrap();
     let in_flight = tokio::spawn(async move {
@@ -155,24 +120,6 @@ async fn sigterm_stops_accepting_finishes_in_flight_requests_and_exits_zero() {
     assert_eq!(exit.code(), Some(0));
 }
 
-/// Kills the child process if the test fails before it exits.
-struct KillOnDrop(Option<std::process::Child>);
-
-impl KillOnDrop {
-    fn get(&mut self) -> &mut std::process::Child {
-        self.0.as_mut().unwrap()
-    }
-}
-
-impl Drop for KillOnDrop {
-    fn drop(&mut self) {
-        if let Some(child) = self.0.as_mut() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-}
-
 #[test]
 fn demo_check_routes_splits_and_balances() {
     let output = Command::new(STRAIT)
@@ -200,4 +147,91 @@ fn demo_check_routes_splits_and_balances() {
         stdout.contains(r#"/a/x                       5 requests -> {"backend-a": 5}"#),
         "{stdout}"
     );
+}
+
+fn answering(body: &str) -> String {
+    format!(
+        "listeners:\n  - name: l\n    address: 127.0.0.1:0\n    virtual_hosts:\n      - name: v\n        domains: [\"*\"]\n        routes:\n          - match: {{ prefix: / }}\n            direct_response: {{ status: 200, body: \"{body}\" }}\n"
+    )
+}
+
+async fn body_of(addr: std::net::SocketAddr) -> String {
+    let client = http1_client(addr).await.unwrap();
+    let response = client.get("/").await.unwrap();
+    let body = response.into_body().collect().await.unwrap().to_bytes();
+    String::from_utf8_lossy(&body).into_owned()
+}
+
+/// Waits (bounded) until `/` answers `want`.
+async fn until_answers(addr: std::net::SocketAddr, want: &str) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let got = body_of(addr).await;
+        if got == want {
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "still answering {got:?}, not {want:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test]
+async fn file_changes_reload_the_config_and_bad_ones_are_rejected() {
+    let _trace = trace_init();
+    // Laid out as Kubernetes mounts a ConfigMap: config.yaml -> ..data/config.yaml, and
+    // ..data -> a versioned directory, swapped atomically on update.
+    let dir = temp_dir("watch");
+    std::fs::create_dir(dir.join("v1")).unwrap();
+    std::fs::write(dir.join("v1/config.yaml"), answering("one")).unwrap();
+    std::os::unix::fs::symlink("v1", dir.join("..data")).unwrap();
+    std::os::unix::fs::symlink("..data/config.yaml", dir.join("config.yaml")).unwrap();
+    let config = dir.join("config.yaml");
+    let (child, log) = spawn_run(&config, &["--workers", "1"]);
+    let addr = log.bound_address();
+    log.wait_for(&["watching the config file"], Duration::from_secs(10));
+    assert_eq!(body_of(addr).await, "one");
+
+    // ConfigMap update: a new directory, and the ..data link replaced by a rename.
+    std::fs::create_dir(dir.join("v2")).unwrap();
+    std::fs::write(dir.join("v2/config.yaml"), answering("two")).unwrap();
+    std::os::unix::fs::symlink("v2", dir.join("..data_tmp")).unwrap();
+    std::fs::rename(dir.join("..data_tmp"), dir.join("..data")).unwrap();
+    until_answers(addr, "two").await;
+
+    // An editor's save: write a temporary file, rename it over the real one.
+    std::fs::remove_file(&config).unwrap();
+    std::fs::write(dir.join(".config.yaml.swp"), answering("three")).unwrap();
+    std::fs::rename(dir.join(".config.yaml.swp"), &config).unwrap();
+    until_answers(addr, "three").await;
+
+    // A bad edit is rejected with its problems logged; the last good config keeps serving.
+    std::fs::write(
+        dir.join(".bad"),
+        "listeners:\n  - name: l\n    address: nowhere\n",
+    )
+    .unwrap();
+    std::fs::rename(dir.join(".bad"), &config).unwrap();
+    log.wait_for(&["config rejected"], Duration::from_secs(10));
+    log.wait_for(&["listeners[0].address"], Duration::from_secs(5));
+    assert_eq!(body_of(addr).await, "three");
+    drop(child);
+}
+
+#[tokio::test]
+async fn sighup_reloads_the_config_file() {
+    let _trace = trace_init();
+    let config = temp_file("hup.yaml", &answering("before"));
+    let (mut child, log) = spawn_run(&config, &["--workers", "1", "--no-watch"]);
+    let addr = log.bound_address();
+    assert_eq!(body_of(addr).await, "before");
+    std::fs::write(&config, answering("after")).unwrap();
+    child.signal("HUP");
+    until_answers(addr, "after").await;
+    assert!(log.contains("SIGHUP: reloading"));
+    child.signal("TERM");
+    let exit = child.wait(Duration::from_secs(15)).await;
+    assert_eq!(exit.code(), Some(0));
 }

@@ -1,5 +1,6 @@
 //! One worker's metrics.
 
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
@@ -20,8 +21,37 @@ pub struct Shard {
     /// io_uring operations in flight (or awaiting their cancellation) on this worker's ring.
     pub io_ops_in_flight: Arc<Gauge>,
     listeners: Mutex<Vec<Arc<ListenerStats>>>,
-    routes: Mutex<Vec<Arc<RouteStats>>>,
-    clusters: Mutex<Vec<Arc<ClusterStats>>>,
+    routes: Mutex<Registry<RouteStats>>,
+    clusters: Mutex<Registry<ClusterStats>>,
+}
+
+/// Stats in registration order (as the scrape lists them), indexed by key: a reload of a
+/// config with many routes looks each one up once.
+#[derive(Debug)]
+struct Registry<T> {
+    list: Vec<Arc<T>>,
+    index: HashMap<String, usize>,
+}
+
+impl<T> Default for Registry<T> {
+    fn default() -> Self {
+        Self {
+            list: Vec::new(),
+            index: HashMap::new(),
+        }
+    }
+}
+
+impl<T> Registry<T> {
+    fn get_or_insert(&mut self, key: String, make: impl FnOnce() -> T) -> Arc<T> {
+        if let Some(&i) = self.index.get(&key) {
+            return Arc::clone(&self.list[i]);
+        }
+        let stats = Arc::new(make());
+        self.index.insert(key, self.list.len());
+        self.list.push(Arc::clone(&stats));
+        stats
+    }
 }
 
 /// Per listener, per worker.
@@ -132,34 +162,24 @@ impl Shard {
 
     /// The stats of a route with these target clusters, registered on first use.
     pub fn route(&self, listener: &str, route: &str, clusters: &[&str]) -> Arc<RouteStats> {
-        let mut list = lock(&self.routes);
-        if let Some(found) = list.iter().find(|r| {
-            r.listener == listener
-                && r.route == route
-                && r.slots.len() == clusters.len()
-                && r.slots.iter().zip(clusters).all(|((name, _), c)| name == c)
-        }) {
-            return Arc::clone(found);
+        let mut key = String::with_capacity(listener.len() + route.len() + 16);
+        for part in [listener, route].iter().chain(clusters) {
+            key.push_str(part);
+            key.push('\0');
         }
-        let stats = Arc::new(RouteStats {
+        lock(&self.routes).get_or_insert(key, || RouteStats {
             listener: listener.to_owned(),
             route: route.to_owned(),
             slots: clusters
                 .iter()
                 .map(|c| ((*c).to_owned(), Default::default()))
                 .collect(),
-        });
-        list.push(Arc::clone(&stats));
-        stats
+        })
     }
 
     /// The stats of a cluster, registered on first use.
     pub fn cluster(&self, name: &str) -> Arc<ClusterStats> {
-        let mut list = lock(&self.clusters);
-        if let Some(found) = list.iter().find(|c| c.name == name) {
-            return Arc::clone(found);
-        }
-        let stats = Arc::new(ClusterStats {
+        lock(&self.clusters).get_or_insert(name.to_owned(), || ClusterStats {
             name: name.to_owned(),
             upstream_duration: Histogram::default(),
             connections_opened: Counter::default(),
@@ -171,9 +191,7 @@ impl Shard {
             pending: Gauge::default(),
             active: Gauge::default(),
             endpoints: Mutex::default(),
-        });
-        list.push(Arc::clone(&stats));
-        stats
+        })
     }
 
     /// Every listener's stats.
@@ -183,12 +201,12 @@ impl Shard {
 
     /// Every route's stats.
     pub fn routes(&self) -> Vec<Arc<RouteStats>> {
-        lock(&self.routes).clone()
+        lock(&self.routes).list.clone()
     }
 
     /// Every cluster's stats.
     pub fn clusters(&self) -> Vec<Arc<ClusterStats>> {
-        lock(&self.clusters).clone()
+        lock(&self.clusters).list.clone()
     }
 }
 

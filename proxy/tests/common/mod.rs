@@ -1,6 +1,10 @@
 //! The in-process proxy harness shared by the integration tests.
 #![allow(dead_code, unreachable_pub)]
 
+pub mod load;
+pub mod process;
+pub mod streams;
+
 use std::net::SocketAddr;
 use std::time::Duration;
 

@@ -382,6 +382,21 @@ impl Driver {
         Poll::Pending
     }
 
+    /// Asks the kernel to stop a multishot operation but keeps its slot: results that arrive
+    /// before the cancel takes effect still reach [`Self::poll_multi`], which returns `None`
+    /// once the operation has ended.
+    pub fn stop_multi(&self, id: OpId) {
+        let armed = {
+            let slots = self.slots.borrow();
+            slots
+                .live(id)
+                .is_some_and(|index| matches!(slots.slots[index], Slot::Multi { armed: true, .. }))
+        };
+        if armed {
+            self.push(&opcode::AsyncCancel::new(id).build().user_data(CANCEL_TAG));
+        }
+    }
+
     /// Gives up on an operation: a completed one is freed now; one in flight is cancelled and
     /// its memory freed when its completion arrives.
     pub fn cancel(&self, id: OpId) {

@@ -282,21 +282,50 @@ impl UringListener {
             let driver = Rc::clone(&self.driver);
             match std::future::poll_fn(|cx| driver.poll_multi(index, cx)).await {
                 None => self.accept = None, // the multishot stopped: re-arm
-                Some(fd) if fd >= 0 => {
-                    // SAFETY: a non-negative accept result is a new fd that nothing else owns.
-                    let fd = unsafe { OwnedFd::from_raw_fd(fd) };
-                    let sock = socket2::SockRef::from(&fd);
-                    let _ = sock.set_tcp_nodelay(true);
-                    let peer = sock
-                        .peer_addr()
-                        .ok()
-                        .and_then(|a| a.as_socket())
-                        .unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], 0)));
-                    return Ok((UringSocket::from_fd(Rc::clone(&self.driver), fd), peer));
-                }
+                Some(fd) if fd >= 0 => return Ok(self.accepted(fd)),
                 Some(err) => return Err(io::Error::from_raw_os_error(-err)),
             }
         }
+    }
+}
+
+impl UringListener {
+    /// Wraps a non-negative accept result: the new connection and its peer.
+    fn accepted(&self, fd: i32) -> (UringSocket, SocketAddr) {
+        // SAFETY: callers pass only non-negative accept results, each a new fd that nothing
+        // else owns.
+        let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+        let sock = socket2::SockRef::from(&fd);
+        // Small responses must not wait for Nagle's algorithm.
+        let _ = sock.set_tcp_nodelay(true);
+        let peer = sock
+            .peer_addr()
+            .ok()
+            .and_then(|a| a.as_socket())
+            .unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], 0)));
+        (UringSocket::from_fd(Rc::clone(&self.driver), fd), peer)
+    }
+
+    /// Stops accepting and returns the connections the multishot accept took before it
+    /// stopped, so that none is closed unserved. The listening socket closes with `self`.
+    pub async fn close(mut self) -> Vec<(UringSocket, SocketAddr)> {
+        let mut late = Vec::new();
+        let Some(index) = self.accept.take() else {
+            return late;
+        };
+        self.driver.stop_multi(index);
+        let driver = Rc::clone(&self.driver);
+        // Bounded: the cancel ends the multishot within one completion round; the limit only
+        // guards against a kernel that keeps it armed.
+        for _ in 0..4096 {
+            match std::future::poll_fn(|cx| driver.poll_multi(index, cx)).await {
+                None => return late,
+                Some(fd) if fd >= 0 => late.push(self.accepted(fd)),
+                Some(_) => {}
+            }
+        }
+        self.accept = Some(index);
+        late
     }
 }
 
