@@ -81,7 +81,7 @@ impl Exchange {
         let class = status_class(status.as_u16());
         let slot = match (&self.view, self.route) {
             (Some(view), Some((vhost, route, slot))) => view
-                .route_stats(conn.listener_index, vhost, route)
+                .route_stats(conn.listener_index, &conn.listener, vhost, route)
                 .and_then(|stats| stats.slots.get(slot)),
             _ => None,
         };
@@ -164,7 +164,7 @@ pub async fn handle(
         log.trace_id = exchange.trace.as_ref().map(trace::trace_id_hex);
         log.route = match (&exchange.view, exchange.route) {
             (Some(view), Some((vhost, route, slot))) => view
-                .route_stats(conn.listener_index, vhost, route)
+                .route_stats(conn.listener_index, &conn.listener, vhost, route)
                 .map(|stats| (Arc::clone(stats), slot)),
             _ => None,
         };

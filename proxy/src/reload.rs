@@ -20,7 +20,7 @@ use tokio::sync::mpsc::UnboundedSender;
 
 use crate::admin::ConfigSource;
 use crate::io;
-use crate::metrics::Globals;
+use crate::metrics::{Globals, Shard};
 use crate::snapshot::{Compiled, SharedSnapshot};
 use crate::worker::Command;
 
@@ -93,15 +93,18 @@ struct State {
 pub struct Reloader {
     snapshot: SharedSnapshot,
     globals: Arc<Globals>,
+    shards: Vec<Arc<Shard>>,
     commands: Vec<UnboundedSender<Command>>,
     state: Mutex<State>,
 }
 
 impl Reloader {
-    /// A reloader for workers reached through `commands`, one sender per worker.
+    /// A reloader for workers reached through `commands`, one sender per worker (and one
+    /// metrics shard each).
     pub fn new(
         snapshot: SharedSnapshot,
         globals: Arc<Globals>,
+        shards: Vec<Arc<Shard>>,
         commands: Vec<UnboundedSender<Command>>,
         listeners: Vec<BoundListener>,
         source: Option<ConfigSource>,
@@ -109,6 +112,7 @@ impl Reloader {
         Self {
             snapshot,
             globals,
+            shards,
             commands,
             state: Mutex::new(State { listeners, source }),
         }
@@ -291,6 +295,10 @@ impl Reloader {
                 sockets,
             });
         }
+        // The expensive part (route tables, metric registration) before any change.
+        let version = current.version() + 1;
+        let compiled = Compiled::with_stats(version, Arc::new(config), &self.shards);
+        let config = compiled.config();
         let (kept, removed): (Vec<_>, Vec<_>) = std::mem::take(&mut state.listeners)
             .into_iter()
             .partition(|l| {
@@ -306,9 +314,7 @@ impl Reloader {
         self.remove_listeners(&removed_names);
         drop(removed);
 
-        let version = current.version() + 1;
-        self.snapshot
-            .store(Arc::new(Compiled::new(version, Arc::new(config))));
+        self.snapshot.store(Arc::new(compiled));
 
         let mut added_names = Vec::new();
         let mut listeners = kept;

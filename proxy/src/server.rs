@@ -238,13 +238,16 @@ impl Server {
             Some(access_log) => Some(AccessLogger::new(access_log).map_err(StartError::AccessLog)?),
             None => None,
         };
-        let snapshot: SharedSnapshot =
-            Arc::new(ArcSwap::from_pointee(Compiled::new(1, Arc::new(config))));
+        let shards: Vec<_> = (0..workers).map(|id| Arc::new(Shard::new(id))).collect();
+        let snapshot: SharedSnapshot = Arc::new(ArcSwap::from_pointee(Compiled::with_stats(
+            1,
+            Arc::new(config),
+            &shards,
+        )));
         let (shutdown, shutdown_rx) = watch::channel(false);
         let (started_tx, started_rx) = std::sync::mpsc::channel();
         let mut threads = Vec::with_capacity(workers);
         let mut commands = Vec::with_capacity(workers);
-        let shards: Vec<_> = (0..workers).map(|id| Arc::new(Shard::new(id))).collect();
         for (id, listeners) in per_worker.into_iter().enumerate() {
             let (command_tx, command_rx) = tokio::sync::mpsc::unbounded_channel();
             commands.push(command_tx);
@@ -295,6 +298,7 @@ impl Server {
         let reloader = Arc::new(Reloader::new(
             Arc::clone(&snapshot),
             Arc::clone(&globals),
+            shards.clone(),
             commands,
             bound_listeners,
             options.source.clone(),

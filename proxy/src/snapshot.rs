@@ -24,7 +24,13 @@ pub struct Compiled {
     config: Arc<Config>,
     listeners: Vec<(String, RouteTable)>,
     clusters: HashMap<String, usize>,
+    /// Route metrics for each worker's shard, by worker index, resolved off the workers (see
+    /// [`Compiled::with_stats`]); empty when compiled without the shards.
+    route_stats: Vec<RouteStatsTable>,
 }
+
+/// Route metrics by listener, virtual host and route index, in config order.
+type RouteStatsTable = Vec<Vec<Vec<Arc<RouteStats>>>>;
 
 impl Compiled {
     /// Compiles a config.
@@ -45,7 +51,19 @@ impl Compiled {
             config,
             listeners,
             clusters,
+            route_stats: Vec::new(),
         }
+    }
+
+    /// Compiles a config and registers its route metrics in every worker's shard, so that a
+    /// worker picking up the snapshot has nothing to look up.
+    pub fn with_stats(version: u64, config: Arc<Config>, shards: &[Arc<Shard>]) -> Self {
+        let mut compiled = Self::new(version, config);
+        compiled.route_stats = shards
+            .iter()
+            .map(|shard| route_stats(&compiled.config, shard))
+            .collect();
+        compiled
     }
 
     /// The snapshot's version.
@@ -60,13 +78,16 @@ impl Compiled {
 
     /// The route table of the listener at `index`, checked against its name.
     pub fn routes(&self, index: usize, name: &str) -> Option<&RouteTable> {
-        match self.listeners.get(index) {
-            Some((n, table)) if n == name => Some(table),
-            _ => self
-                .listeners
-                .iter()
-                .find(|(n, _)| n == name)
-                .map(|(_, t)| t),
+        self.listener_position(index, name)
+            .map(|i| &self.listeners[i].1)
+    }
+
+    /// The position of the listener `name`, trying `hint` first (its position when the
+    /// connection was accepted; a reload may have moved it).
+    pub fn listener_position(&self, hint: usize, name: &str) -> Option<usize> {
+        match self.listeners.get(hint) {
+            Some((n, _)) if n == name => Some(hint),
+            _ => self.listeners.iter().position(|(n, _)| n == name),
         }
     }
 
@@ -84,8 +105,10 @@ pub type SharedSnapshot = Arc<ArcSwap<Compiled>>;
 pub struct WorkerView {
     compiled: Arc<Compiled>,
     clusters: Vec<Rc<ClusterState>>,
-    /// Route metrics by listener, virtual host and route index, in config order.
-    routes: Vec<Vec<Vec<Arc<RouteStats>>>>,
+    /// The worker's index: its route metrics in `compiled`.
+    worker: usize,
+    /// Route metrics resolved by the worker, when `compiled` has none for it.
+    routes: Option<RouteStatsTable>,
 }
 
 impl WorkerView {
@@ -99,14 +122,21 @@ impl WorkerView {
         self.clusters.get(index)
     }
 
-    /// The metrics of a route, by the listener's index and its route table's indexes.
+    /// The metrics of a route, by the listener (its position hint and name) and its route
+    /// table's indexes.
     pub fn route_stats(
         &self,
         listener: usize,
+        name: &str,
         vhost: usize,
         route: usize,
     ) -> Option<&Arc<RouteStats>> {
-        self.routes.get(listener)?.get(vhost)?.get(route)
+        let table = match &self.routes {
+            Some(table) => table,
+            None => self.compiled.route_stats.get(self.worker)?,
+        };
+        let listener = self.compiled.listener_position(listener, name)?;
+        table.get(listener)?.get(vhost)?.get(route)
     }
 }
 
@@ -193,8 +223,19 @@ fn build_view(compiled: Arc<Compiled>, old: &[Rc<ClusterState>], shard: &Shard) 
             state => Rc::new(ClusterState::rebuild(def, shard, state.map(|s| &***s))),
         })
         .collect();
-    let routes = compiled
-        .config
+    let routes = (compiled.route_stats.len() <= shard.worker())
+        .then(|| route_stats(&compiled.config, shard));
+    WorkerView {
+        compiled,
+        clusters,
+        worker: shard.worker(),
+        routes,
+    }
+}
+
+/// Registers (or finds) the metrics of every route of `config` in `shard`.
+fn route_stats(config: &Config, shard: &Shard) -> RouteStatsTable {
+    config
         .listeners()
         .iter()
         .map(|listener| {
@@ -224,10 +265,5 @@ fn build_view(compiled: Arc<Compiled>, old: &[Rc<ClusterState>], shard: &Shard) 
                 })
                 .collect()
         })
-        .collect();
-    WorkerView {
-        compiled,
-        clusters,
-        routes,
-    }
+        .collect()
 }
