@@ -92,7 +92,10 @@ impl Admin {
         let thread = std::thread::Builder::new()
             .name("strait-admin".into())
             .spawn(move || {
+                // Reloads run here (and on the blocking pool): never at the workers' expense.
+                crate::reload::lower_thread_priority();
                 let runtime = match tokio::runtime::Builder::new_current_thread()
+                    .on_thread_start(crate::reload::lower_thread_priority)
                     .enable_all()
                     .build()
                 {

@@ -242,6 +242,8 @@ fn run(path: &Path, process: &ProcessArgs, upgrades: &Upgrades) -> anyhow::Resul
         None
     };
     let runtime = tokio::runtime::Builder::new_current_thread()
+        // SIGHUP reloads run on the blocking pool, at the lowest priority.
+        .on_thread_start(strait_proxy::reload::lower_thread_priority)
         .enable_all()
         .build()?;
     let event = runtime.block_on(async {

@@ -383,6 +383,16 @@ impl Reloader {
     }
 }
 
+/// Lowers the calling thread's scheduling priority to the lowest (nice 19): config parsing and
+/// compiling, on the admin, signal and watcher threads, must not take CPU time from workers
+/// pinned to the same cores. Best effort: a failure is logged once per thread.
+pub fn lower_thread_priority() {
+    let tid = rustix::thread::gettid();
+    if let Err(err) = rustix::process::setpriority_process(Some(tid), 19) {
+        tracing::debug!(error = %err, "could not lower a control thread's priority");
+    }
+}
+
 /// Spreads `sockets` over `workers` workers, round robin.
 pub fn distribute<T>(sockets: Vec<T>, workers: usize) -> Vec<Vec<T>> {
     let mut out: Vec<Vec<T>> = (0..workers.max(1)).map(|_| Vec::new()).collect();

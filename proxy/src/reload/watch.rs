@@ -74,6 +74,7 @@ impl Drop for FileWatcher {
 }
 
 fn run(fd: &std::os::fd::OwnedFd, path: &Path, reloader: &Reloader, stop: &AtomicBool) {
+    super::lower_thread_priority();
     let mut buf = [std::mem::MaybeUninit::uninit(); 4096];
     let mut pending = false;
     while !stop.load(Ordering::Acquire) {
