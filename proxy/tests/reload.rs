@@ -377,3 +377,79 @@ async fn shutdown_turns_unready_then_drains_after_the_pre_drain_delay() {
         .await
         .unwrap();
 }
+
+#[tokio::test]
+async fn a_reload_keeps_pooled_connections_of_unchanged_and_changed_clusters() {
+    let _trace = trace_init();
+    let a = Upstream::builder().name("a").start().await;
+    let b = Upstream::builder().name("b").start().await;
+    let config = |endpoints: &str, lb: &str, body: &str| {
+        common::config(
+            &format!(
+                "- match: {{ prefix: /direct }}\n  direct_response: {{ status: 200, body: \"{body}\" }}\n- match: {{ prefix: / }}\n  cluster: up\n"
+            ),
+            &format!("- name: up\n  lb: {lb}\n  endpoints: {endpoints}\n"),
+        )
+    };
+    let proxy = TestProxy::start(
+        &config(&format!("[\"{}\"]", a.addr()), "round_robin", "one"),
+        1,
+    );
+    let client = http1_client(proxy.addr()).await.unwrap();
+    let fetch = async |path: &str| {
+        let response = client.get(path).await.unwrap();
+        let status = response.status();
+        let upstream = response
+            .headers()
+            .get("x-upstream")
+            .map(|v| v.to_str().unwrap().to_owned());
+        response.into_body().collect().await.unwrap();
+        assert_eq!(status, 200);
+        upstream
+    };
+    for _ in 0..5 {
+        assert_eq!(fetch("/").await.as_deref(), Some("a"));
+    }
+    assert_eq!(a.connections_seen(), 1, "one pooled connection to a");
+
+    // A route-only change: the cluster is unchanged and keeps its pool.
+    proxy
+        .server()
+        .reload(
+            &config(&format!("[\"{}\"]", a.addr()), "round_robin", "two"),
+            Format::Yaml,
+        )
+        .unwrap();
+    for _ in 0..5 {
+        assert_eq!(fetch("/").await.as_deref(), Some("a"));
+    }
+    assert_eq!(
+        a.connections_seen(),
+        1,
+        "the unchanged cluster kept its connection"
+    );
+
+    // The cluster changes (another endpoint, another policy): rebuilt, but the endpoint that
+    // remains keeps its pooled connection.
+    let both = format!("[\"{}\", \"{}\"]", a.addr(), b.addr());
+    proxy
+        .server()
+        .reload(&config(&both, "random", "three"), Format::Yaml)
+        .unwrap();
+    let mut seen = std::collections::BTreeMap::new();
+    for _ in 0..40 {
+        *seen.entry(fetch("/").await).or_insert(0) += 1;
+    }
+    assert!(seen.len() == 2, "both endpoints answer: {seen:?}");
+    assert_eq!(
+        a.connections_seen(),
+        1,
+        "the remaining endpoint kept its pooled connection"
+    );
+    assert_eq!(
+        b.connections_seen(),
+        1,
+        "the new endpoint got one connection"
+    );
+    assert_eq!(fetch("/direct").await, None);
+}
