@@ -1,0 +1,5 @@
+//! The `strait-cp` command.
+
+fn main() {
+    println!("strait-cp: not yet");
+}
