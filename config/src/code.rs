@@ -2,7 +2,8 @@
 //!
 //! A code names one rule and never changes meaning once released: tools and runbooks match on
 //! it. E00xx is the file and top level, E01xx listeners, E02xx virtual hosts and routes, E03xx
-//! clusters, E04xx the admin listener, E05xx the access log, E06xx tracing. [`ALL`] is the table `docs/config.md` reproduces; a test
+//! clusters, E04xx the admin listener, E05xx the access log, E06xx tracing, E07xx the control
+//! plane's own addresses (`xds`, `registry`). [`ALL`] is the table `docs/config.md` reproduces; a test
 //! keeps the two in step.
 
 pub(crate) const SYNTAX: &str = "E0001";
@@ -59,6 +60,13 @@ pub(crate) const ENDPOINT_ADDRESS: &str = "E0309";
 pub(crate) const ENDPOINT_WEIGHT: &str = "E0310";
 pub(crate) const ENDPOINT_IN_USE: &str = "E0311";
 pub(crate) const POOL: &str = "E0312";
+pub(crate) const DISCOVERY: &str = "E0313";
+pub(crate) const DISCOVERY_DNS: &str = "E0314";
+pub(crate) const DISCOVERY_REGISTRY: &str = "E0315";
+pub(crate) const HEALTH_CHECK: &str = "E0316";
+
+pub(crate) const XDS_ADDRESS: &str = "E0701";
+pub(crate) const REGISTRY_ADDRESS: &str = "E0702";
 
 pub(crate) const ADMIN_ADDRESS: &str = "E0401";
 pub(crate) const ADMIN_ADDRESS_IN_USE: &str = "E0402";
@@ -191,6 +199,19 @@ pub(crate) const ALL: &[(&str, &str)] = &[
         "endpoint address listed twice in one cluster",
     ),
     (POOL, "pool limit out of range"),
+    (
+        DISCOVERY,
+        "cluster sets both or neither of `endpoints` and `discovery`, or `discovery` sets not exactly one of `dns`, `registry`",
+    ),
+    (DISCOVERY_DNS, "`discovery.dns` is not `hostname:port`"),
+    (
+        DISCOVERY_REGISTRY,
+        "`discovery.registry` is not a service name (`A-Za-z0-9._-`)",
+    ),
+    (
+        HEALTH_CHECK,
+        "`health_check` field out of range or inconsistent",
+    ),
     (ADMIN_ADDRESS, "admin address is not a valid `ip:port`"),
     (
         ADMIN_ADDRESS_IN_USE,
@@ -219,6 +240,11 @@ pub(crate) const ALL: &[(&str, &str)] = &[
     (
         SAMPLE_RATE,
         "tracing `sample_rate` is not a number in 0.0..=1.0",
+    ),
+    (XDS_ADDRESS, "`xds.address` is not a valid `ip:port`"),
+    (
+        REGISTRY_ADDRESS,
+        "`registry.address` is not a valid `ip:port`",
     ),
 ];
 

@@ -20,10 +20,10 @@ mod validate;
 pub use error::ConfigError;
 pub use load::{Format, convert, load, parse};
 pub use model::{
-    AccessLog, Action, Admin, Cluster, Config, DomainMatch, Endpoint, HashKey, HeaderChanges,
-    IoBackend, LbPolicy, Limits, Listener, ListenerProtocol, LogField, LogFormat, LogOutput,
-    PathMatch, Pool, Redirect, Route, RouteMatch, TemplatePart, Tracing, UpstreamProtocol,
-    ValueMatcher, ValueRule, VirtualHost, WeightedCluster,
+    AccessLog, Action, Admin, Cluster, Config, Discovery, DomainMatch, Endpoint, HashKey,
+    HeaderChanges, HealthCheck, HealthProtocol, IoBackend, LbPolicy, Limits, Listener,
+    ListenerProtocol, LogField, LogFormat, LogOutput, PathMatch, Pool, Redirect, Route, RouteMatch,
+    TemplatePart, Tracing, UpstreamProtocol, ValueMatcher, ValueRule, VirtualHost, WeightedCluster,
 };
 pub use problem::{Problem, Problems};
 pub use snapshot::Snapshot;

@@ -22,6 +22,8 @@ pub struct Config {
     pub(crate) access_log: Option<AccessLog>,
     pub(crate) tracing: Tracing,
     pub(crate) io: IoBackend,
+    pub(crate) xds: Option<SocketAddr>,
+    pub(crate) registry: Option<SocketAddr>,
 }
 
 impl Config {
@@ -59,6 +61,16 @@ impl Config {
     /// `--io` command-line option takes precedence.
     pub fn io(&self) -> IoBackend {
         self.io
+    }
+
+    /// Where `strait-cp` serves xDS (ADS); a control-plane setting.
+    pub fn xds(&self) -> Option<SocketAddr> {
+        self.xds
+    }
+
+    /// Where `strait-cp` serves the registration API; a control-plane setting.
+    pub fn registry(&self) -> Option<SocketAddr> {
+        self.registry
     }
 }
 
@@ -450,6 +462,84 @@ pub struct Cluster {
     pub(crate) endpoints: Vec<Endpoint>,
     pub(crate) connect_timeout: Duration,
     pub(crate) pool: Pool,
+    pub(crate) discovery: Option<Discovery>,
+    pub(crate) health_check: Option<HealthCheck>,
+}
+
+/// Where a cluster's endpoints come from when it does not list them (`strait-cp` only).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Discovery {
+    /// A and AAAA records of `host`, each with `port`, re-resolved as their TTL says.
+    Dns {
+        /// The name to resolve.
+        host: String,
+        /// The port of every endpoint.
+        port: u16,
+    },
+    /// The endpoints registered for this service through the registration API.
+    Registry(String),
+    /// Endpoint Discovery Service: the cluster came from xDS and its endpoints from EDS.
+    Eds,
+}
+
+/// Active health checking of a cluster's endpoints (`strait-cp` only).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HealthCheck {
+    pub(crate) protocol: HealthProtocol,
+    pub(crate) interval: Duration,
+    pub(crate) timeout: Duration,
+    pub(crate) jitter: Duration,
+    pub(crate) healthy_threshold: u32,
+    pub(crate) unhealthy_threshold: u32,
+}
+
+/// How an endpoint is checked.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HealthProtocol {
+    /// `GET path` (with `host`, default the endpoint's address); healthy when the status is
+    /// one of `expected_statuses` (default 200..=299).
+    Http {
+        /// The path requested.
+        path: String,
+        /// The Host header, when set.
+        host: Option<String>,
+        /// Healthy statuses; empty means 200..=299.
+        expected_statuses: Vec<u16>,
+    },
+    /// gRPC health v1 `Check` for `service` (empty: the whole server); healthy when SERVING.
+    Grpc {
+        /// The service name asked about.
+        service: String,
+    },
+    /// A TCP connect.
+    Tcp,
+}
+
+impl HealthCheck {
+    /// How an endpoint is checked.
+    pub fn protocol(&self) -> &HealthProtocol {
+        &self.protocol
+    }
+    /// Time between two checks of an endpoint. Default 5 s.
+    pub fn interval(&self) -> Duration {
+        self.interval
+    }
+    /// Time a check may take. Default 1 s.
+    pub fn timeout(&self) -> Duration {
+        self.timeout
+    }
+    /// Random extra delay added to each interval, at most this. Default 0.
+    pub fn jitter(&self) -> Duration {
+        self.jitter
+    }
+    /// Consecutive successes that make an unhealthy endpoint healthy. Default 1.
+    pub fn healthy_threshold(&self) -> u32 {
+        self.healthy_threshold
+    }
+    /// Consecutive failures that make a healthy endpoint unhealthy. Default 3.
+    pub fn unhealthy_threshold(&self) -> u32 {
+        self.unhealthy_threshold
+    }
 }
 
 impl Cluster {
@@ -480,6 +570,23 @@ impl Cluster {
     /// Connection pool limits, per worker and endpoint.
     pub fn pool(&self) -> &Pool {
         &self.pool
+    }
+    /// Where the endpoints come from when they are not listed.
+    pub fn discovery(&self) -> Option<&Discovery> {
+        self.discovery.as_ref()
+    }
+    /// Active health checking, when configured.
+    pub fn health_check(&self) -> Option<&HealthCheck> {
+        self.health_check.as_ref()
+    }
+    /// This cluster with `endpoints` in place of its own (discovered endpoints, as the
+    /// control plane sends them).
+    #[must_use]
+    pub fn with_endpoints(&self, endpoints: Vec<Endpoint>) -> Self {
+        Self {
+            endpoints,
+            ..self.clone()
+        }
     }
 }
 
@@ -528,6 +635,14 @@ pub struct Endpoint {
 }
 
 impl Endpoint {
+    /// An endpoint found by discovery; `weight` is clamped to 1..=1000.
+    pub fn new(address: SocketAddr, weight: u32) -> Self {
+        Self {
+            address,
+            weight: weight.clamp(1, 1000),
+        }
+    }
+
     /// The endpoint's address.
     pub fn address(&self) -> SocketAddr {
         self.address

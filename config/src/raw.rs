@@ -24,6 +24,8 @@ pub(crate) struct Config {
     pub(crate) access_log: Option<AccessLog>,
     pub(crate) tracing: Option<Tracing>,
     pub(crate) io: Option<String>,
+    pub(crate) xds: Option<Admin>,
+    pub(crate) registry: Option<Admin>,
 }
 
 #[derive(Debug, Deserialize, Serialize)]
@@ -153,6 +155,34 @@ pub(crate) struct Cluster {
     pub(crate) endpoints: Vec<Endpoint>,
     pub(crate) connect_timeout: Option<Scalar>,
     pub(crate) pool: Option<Pool>,
+    pub(crate) discovery: Option<Discovery>,
+    pub(crate) health_check: Option<HealthCheck>,
+    /// Endpoints come from EDS (a cluster converted from xDS): an empty list is valid.
+    #[serde(skip)]
+    pub(crate) eds: bool,
+}
+
+#[derive(Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct Discovery {
+    pub(crate) dns: Option<String>,
+    pub(crate) registry: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct HealthCheck {
+    pub(crate) protocol: Option<String>,
+    pub(crate) path: Option<String>,
+    pub(crate) host: Option<String>,
+    pub(crate) service: Option<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub(crate) expected_statuses: Vec<i64>,
+    pub(crate) interval: Option<Scalar>,
+    pub(crate) timeout: Option<Scalar>,
+    pub(crate) jitter: Option<Scalar>,
+    pub(crate) healthy_threshold: Option<i64>,
+    pub(crate) unhealthy_threshold: Option<i64>,
 }
 
 #[derive(Debug, Deserialize, Serialize)]

@@ -27,7 +27,7 @@ use self::value::Violation;
 pub(crate) fn config(raw: raw::Config) -> Result<Config, Problems> {
     let mut problems = Problems::default();
     // Problems come out in the order of the format: admin, listeners, clusters, access_log,
-    // tracing, io.
+    // tracing, io, xds, registry.
     let admin = match &raw.admin {
         None => Some(None),
         Some(admin) => self::admin(admin, &raw.listeners, &mut problems).map(Some),
@@ -58,7 +58,27 @@ pub(crate) fn config(raw: raw::Config) -> Result<Config, Problems> {
         &mut problems,
     );
 
-    match (listeners, clusters, admin, access_log, tracing, io) {
+    let mut address = |raw: Option<&raw::Admin>, path: &str, code: &'static str| match raw {
+        None => Some(None),
+        Some(raw) => check(
+            &mut problems,
+            path,
+            code,
+            quote(&raw.address),
+            value::socket_addr(&raw.address, false),
+        )
+        .map(Some),
+    };
+    let xds = address(raw.xds.as_ref(), "xds.address", code::XDS_ADDRESS);
+    let registry = address(
+        raw.registry.as_ref(),
+        "registry.address",
+        code::REGISTRY_ADDRESS,
+    );
+
+    match (
+        listeners, clusters, admin, access_log, tracing, io, xds, registry,
+    ) {
         (
             Some(listeners),
             Some(clusters),
@@ -66,6 +86,8 @@ pub(crate) fn config(raw: raw::Config) -> Result<Config, Problems> {
             Some(access_log),
             Some(tracing),
             Some(io),
+            Some(xds),
+            Some(registry),
         ) if problems.is_empty() => Ok(Config {
             admin,
             listeners,
@@ -73,6 +95,8 @@ pub(crate) fn config(raw: raw::Config) -> Result<Config, Problems> {
             access_log,
             tracing,
             io,
+            xds,
+            registry,
         }),
         _ => Err(problems),
     }

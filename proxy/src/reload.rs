@@ -258,9 +258,18 @@ impl Reloader {
         config: Config,
         source: Option<ConfigSource>,
     ) -> Result<Applied, ReloadError> {
+        let unsupported = unsupported(&config);
+        if !unsupported.is_empty() {
+            return Err(ReloadError::Invalid(format!(
+                "error: config has {} problems the proxy cannot honour\n  {}",
+                unsupported.len(),
+                unsupported.join("\n  ")
+            )));
+        }
         let mut state = self.state();
         let current = self.snapshot.load_full();
-        let warnings = restart_only(current.config(), &config);
+        let mut warnings = restart_only(current.config(), &config);
+        warnings.extend(ignored(&config));
         for warning in &warnings {
             tracing::warn!("{warning}");
         }
@@ -401,6 +410,40 @@ pub fn distribute<T>(sockets: Vec<T>, workers: usize) -> Vec<Vec<T>> {
         out[i % count].push(socket);
     }
     out
+}
+
+/// What a standalone proxy cannot honour: clusters that discover their endpoints by DNS or
+/// the registry need `strait-cp`. Returns every such problem, one line each.
+pub fn unsupported(config: &Config) -> Vec<String> {
+    config
+        .clusters()
+        .iter()
+        .enumerate()
+        .filter_map(|(i, cluster)| match cluster.discovery() {
+            Some(strait_config::Discovery::Dns { .. } | strait_config::Discovery::Registry(_)) => {
+                Some(format!(
+                    "clusters[{i}].discovery: cluster {} discovers its endpoints, which only strait-cp does; list `endpoints`, or run the proxy with --xds under strait-cp",
+                    cluster.name()
+                ))
+            }
+            _ => None,
+        })
+        .collect()
+}
+
+/// Control-plane settings a standalone proxy ignores, as warnings.
+fn ignored(config: &Config) -> Vec<String> {
+    let mut warnings = Vec::new();
+    if config.xds().is_some() || config.registry().is_some() {
+        warnings.push("xds and registry are strait-cp settings; the proxy ignores them".to_owned());
+    }
+    if config.clusters().iter().any(|c| c.health_check().is_some()) {
+        warnings.push(
+            "health_check is run by strait-cp; a standalone proxy does not check endpoints"
+                .to_owned(),
+        );
+    }
+    warnings
 }
 
 /// Settings a running process cannot change; they take effect at the next start.

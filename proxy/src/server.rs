@@ -118,6 +118,9 @@ pub enum StartError {
     /// The access log's output could not be opened.
     #[error("access log could not be opened")]
     AccessLog(#[source] std::io::Error),
+    /// The config asks for what only the control plane does.
+    #[error("{0}")]
+    Unsupported(String),
     /// The admin API's address could not be bound.
     #[error("admin API could not bind {address}")]
     AdminBind {
@@ -171,6 +174,10 @@ impl Server {
         options: &Options,
         mut inherited: Inherited,
     ) -> Result<Self, StartError> {
+        let unsupported = reload::unsupported(&config);
+        if !unsupported.is_empty() {
+            return Err(StartError::Unsupported(unsupported.join("\n")));
+        }
         let backend = options.io.resolve()?;
         tracing::info!(backend = backend.name(), "socket I/O backend");
         let cores = core_affinity::get_core_ids().unwrap_or_default();

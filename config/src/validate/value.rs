@@ -108,6 +108,31 @@ pub(crate) fn socket_addr(text: &str, nonzero_port: bool) -> Result<SocketAddr, 
     Ok(address)
 }
 
+/// A DNS name and a port, `api.internal:8080` (RFC 1123 labels; the port 1..=65535).
+pub(crate) fn host_port(text: &str) -> Result<(String, u16), Violation> {
+    let hint = "example: api.internal:8080";
+    let Some((host, port)) = text.rsplit_once(':') else {
+        return Err(Violation::new("must be hostname:port").with_hint(hint));
+    };
+    let label_ok = |label: &str| {
+        !label.is_empty()
+            && label.len() <= 63
+            && label
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-')
+            && !label.starts_with('-')
+            && !label.ends_with('-')
+    };
+    let host = host.strip_suffix('.').unwrap_or(host);
+    if host.is_empty() || host.len() > 253 || !host.split('.').all(label_ok) {
+        return Err(Violation::new("must be hostname:port with a valid DNS name").with_hint(hint));
+    }
+    match port.parse::<u16>() {
+        Ok(port) if port > 0 => Ok((host.to_ascii_lowercase(), port)),
+        _ => Err(Violation::new("must end with a port in 1..=65535").with_hint(hint)),
+    }
+}
+
 /// A listener, virtual host, route or cluster name: used in metrics labels and logs.
 pub(crate) fn name(text: &str) -> Result<String, Violation> {
     let valid = |c: char| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-');
