@@ -16,6 +16,8 @@ mod problem;
 mod raw;
 mod snapshot;
 mod validate;
+#[cfg(feature = "xds")]
+pub mod xds;
 
 pub use error::ConfigError;
 pub use load::{Format, convert, load, parse};
