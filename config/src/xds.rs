@@ -130,39 +130,34 @@ fn address(addr: SocketAddr) -> core::Address {
     }
 }
 
-fn number(value: f64) -> protobuf::Value {
-    protobuf::Value {
-        kind: Some(protobuf::value::Kind::NumberValue(value)),
-    }
-}
-
-fn string(value: &str) -> protobuf::Value {
-    protobuf::Value {
-        kind: Some(protobuf::value::Kind::StringValue(value.to_owned())),
-    }
-}
-
-fn metadata(fields: impl IntoIterator<Item = (&'static str, protobuf::Value)>) -> core::Metadata {
-    let fields = fields
-        .into_iter()
-        .map(|(key, value)| (key.to_owned(), value))
-        .collect();
+/// Strait's own settings on a resource: one JSON document in one string field, so that the
+/// resource encodes to the same bytes every time (protobuf maps with several keys encode in
+/// hash order, which would change the version of an unchanged resource).
+fn metadata(settings: &Value) -> core::Metadata {
     core::Metadata {
-        filter_metadata: HashMap::from([(METADATA.to_owned(), protobuf::Struct { fields })]),
+        filter_metadata: HashMap::from([(
+            METADATA.to_owned(),
+            protobuf::Struct {
+                fields: HashMap::from([(
+                    "settings".to_owned(),
+                    protobuf::Value {
+                        kind: Some(protobuf::value::Kind::StringValue(settings.to_string())),
+                    },
+                )]),
+            },
+        )]),
         ..Default::default()
     }
 }
 
-fn metadata_field<'a>(
-    m: Option<&'a core::Metadata>,
-    key: &str,
-) -> Option<&'a protobuf::value::Kind> {
-    m?.filter_metadata
-        .get(METADATA)?
-        .fields
-        .get(key)?
-        .kind
-        .as_ref()
+/// A field of the settings [`metadata`] wrote.
+fn metadata_field(m: Option<&core::Metadata>, key: &str) -> Option<Value> {
+    let field = m?.filter_metadata.get(METADATA)?.fields.get("settings")?;
+    let Some(protobuf::value::Kind::StringValue(text)) = &field.kind else {
+        return None;
+    };
+    let mut settings: Value = serde_json::from_str(text).ok()?;
+    Some(settings.get_mut(key)?.take())
 }
 
 /// The xDS resources of `config`, with each cluster's listed endpoints as healthy.
@@ -282,17 +277,11 @@ fn to_listener(l: &Listener) -> listener::Listener {
             ..Default::default()
         }],
         #[allow(clippy::cast_precision_loss)] // limits stay far below 2^52
-        metadata: Some(metadata([
-            (
-                "http2_max_pending_accept_reset_streams",
-                number(limits.http2_max_pending_accept_reset_streams as f64),
-            ),
-            (
-                "http2_max_local_error_reset_streams",
-                number(limits.http2_max_local_error_reset_streams as f64),
-            ),
-            ("max_header_bytes", number(limits.max_header_bytes as f64)),
-        ])),
+        metadata: Some(metadata(&json!({
+            "http2_max_pending_accept_reset_streams": limits.http2_max_pending_accept_reset_streams,
+            "http2_max_local_error_reset_streams": limits.http2_max_local_error_reset_streams,
+            "max_header_bytes": limits.max_header_bytes,
+        }))),
         ..Default::default()
     }
 }
@@ -450,29 +439,7 @@ fn to_route(r: &Route, config: &Config) -> route::Route {
             })
         })
         .collect();
-    let metadata = (!absent.is_empty()).then(|| core::Metadata {
-        filter_metadata: HashMap::from([(
-            METADATA.to_owned(),
-            protobuf::Struct {
-                fields: HashMap::from([(
-                    "query_absent".to_owned(),
-                    protobuf::Value {
-                        kind: Some(protobuf::value::Kind::ListValue(protobuf::ListValue {
-                            values: absent
-                                .iter()
-                                .map(|name| protobuf::Value {
-                                    kind: Some(protobuf::value::Kind::StringValue(
-                                        (*name).to_owned(),
-                                    )),
-                                })
-                                .collect(),
-                        })),
-                    },
-                )]),
-            },
-        )]),
-        ..Default::default()
-    });
+    let metadata = (!absent.is_empty()).then(|| metadata(&json!({ "query_absent": absent })));
     let (request_headers_to_add, request_headers_to_remove) = header_changes(r.request_headers());
     let (response_headers_to_add, response_headers_to_remove) =
         header_changes(r.response_headers());
@@ -648,18 +615,14 @@ fn to_cluster(c: &Cluster) -> cluster::Cluster {
             ..Default::default()
         }),
         #[allow(clippy::cast_precision_loss)] // limits stay far below 2^52
-        metadata: Some(metadata(
-            [("max_idle", number(c.pool().max_idle as f64))]
-                .into_iter()
-                .chain(c.hash_key().map(|key| {
-                    let key = match key {
-                        HashKey::Header(name) => format!("header:{name}"),
-                        HashKey::Cookie(name) => format!("cookie:{name}"),
-                        HashKey::SourceIp => "source_ip".to_owned(),
-                    };
-                    ("hash_key", string(&key))
-                })),
-        )),
+        metadata: Some(metadata(&json!({
+            "max_idle": c.pool().max_idle,
+            "hash_key": c.hash_key().map(|key| match key {
+                HashKey::Header(name) => format!("header:{name}"),
+                HashKey::Cookie(name) => format!("cookie:{name}"),
+                HashKey::SourceIp => "source_ip".to_owned(),
+            }),
+        }))),
         ..Default::default()
     }
 }
@@ -798,11 +761,7 @@ fn seconds(d: Option<&protobuf::Duration>) -> Option<String> {
 }
 
 fn strait_metadata(m: Option<&core::Metadata>, key: &str) -> Option<i64> {
-    match metadata_field(m, key)? {
-        #[allow(clippy::cast_possible_truncation)] // limits stay far below 2^53
-        protobuf::value::Kind::NumberValue(n) => Some(*n as i64),
-        _ => None,
-    }
+    metadata_field(m, key)?.as_i64()
 }
 
 fn socket_address(a: Option<&core::Address>) -> Result<String, String> {
@@ -997,7 +956,7 @@ fn document(r: &Resources, problems: &mut Vec<String>) -> Value {
             Some(lb) => {
                 cluster["lb"] = json!(lb);
                 let from_metadata = match metadata_field(c.metadata.as_ref(), "hash_key") {
-                    Some(protobuf::value::Kind::StringValue(key)) => match key.split_once(':') {
+                    Some(Value::String(key)) => match key.split_once(':') {
                         Some(("header", name)) => Some(json!({ "header": name })),
                         Some(("cookie", name)) => Some(json!({ "cookie": name })),
                         _ => Some(json!({ "source_ip": true })),
@@ -1209,24 +1168,13 @@ fn from_route(
     if !headers.is_empty() {
         m.insert("headers".into(), Value::Array(headers));
     }
-    let absent = r
-        .metadata
-        .as_ref()
-        .and_then(|m| m.filter_metadata.get(METADATA))
-        .and_then(|s| s.fields.get("query_absent"))
-        .and_then(|v| match &v.kind {
-            Some(protobuf::value::Kind::ListValue(list)) => Some(list),
-            _ => None,
-        });
+    let absent = match metadata_field(r.metadata.as_ref(), "query_absent") {
+        Some(Value::Array(names)) => names,
+        _ => Vec::new(),
+    };
     let absent = absent
-        .iter()
-        .flat_map(|list| list.values.iter())
-        .filter_map(|v| match &v.kind {
-            Some(protobuf::value::Kind::StringValue(name)) => {
-                Some(json!({ "name": name, "absent": true }))
-            }
-            _ => None,
-        });
+        .into_iter()
+        .filter_map(|name| name.as_str().map(|n| json!({ "name": n, "absent": true })));
     let query: Vec<Value> = rm
         .query_parameters
         .iter()

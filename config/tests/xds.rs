@@ -168,3 +168,23 @@ fn an_invalid_config_in_resources_gets_the_validator_problems() {
         "a route names a missing cluster: {err}"
     );
 }
+
+#[test]
+fn resources_encode_to_the_same_bytes_every_time() {
+    use prost::Message;
+    // Versions are hashes of the encoded resources: an unchanged config must not look changed.
+    let config = load("full.yaml");
+    let first = xds::to_resources(&config);
+    for _ in 0..20 {
+        let again = xds::to_resources(&config);
+        for (a, b) in first.listeners.iter().zip(&again.listeners) {
+            assert_eq!(a.encode_to_vec(), b.encode_to_vec());
+        }
+        for (a, b) in first.clusters.iter().zip(&again.clusters) {
+            assert_eq!(a.encode_to_vec(), b.encode_to_vec());
+        }
+        for (a, b) in first.routes.iter().zip(&again.routes) {
+            assert_eq!(a.encode_to_vec(), b.encode_to_vec());
+        }
+    }
+}
