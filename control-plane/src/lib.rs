@@ -4,3 +4,6 @@
 //!
 //! - [`registry`]: the registration API (register, heartbeat, deregister with a TTL).
 //! - [`health`]: active health checking (HTTP, gRPC health v1, TCP).
+
+pub mod health;
+pub mod registry;
