@@ -4,6 +4,15 @@
 //!
 //! - [`registry`]: the registration API (register, heartbeat, deregister with a TTL).
 //! - [`health`]: active health checking (HTTP, gRPC health v1, TCP).
+//! - [`endpoints`]: static, registered and DNS endpoints with their health, combined.
+//! - [`snapshot`]: every resource, encoded once, versioned by content.
+//! - [`xds`]: the ADS server (state of the world, ACK/NACK, make-before-break order).
+//! - [`server`]: the running control plane; [`admin`]: its admin API.
 
+pub mod admin;
+pub mod endpoints;
 pub mod health;
 pub mod registry;
+pub mod server;
+pub mod snapshot;
+pub mod xds;

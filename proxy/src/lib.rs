@@ -28,6 +28,7 @@ pub mod snapshot;
 pub mod upgrade;
 pub mod upstream;
 pub mod worker;
+pub mod xds_client;
 
 pub use error::ProxyError;
 pub use server::{IoMode, Options, Server, StartError};

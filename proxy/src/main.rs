@@ -16,7 +16,7 @@ use strait_proxy::admin::ConfigSource;
 use strait_proxy::reload::watch::FileWatcher;
 use strait_proxy::server::Inherited;
 use strait_proxy::upgrade::{Takeover, UpgradeServer};
-use strait_proxy::{IoMode, Options, Server, demo};
+use strait_proxy::{IoMode, Options, Server, demo, xds_client};
 use tokio::signal::unix::{SignalKind, signal};
 
 #[derive(Debug, Parser)]
@@ -28,11 +28,22 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Run the proxy from a config file. SIGHUP, or a change to the file, reloads it.
+    /// Run the proxy from a config file (SIGHUP, or a change to the file, reloads it), or
+    /// following a control plane over xDS (`--xds`).
     Run {
         /// The YAML or JSON config file.
-        #[arg(long, short)]
-        config: PathBuf,
+        #[arg(long, short, required_unless_present = "xds", conflicts_with = "xds")]
+        config: Option<PathBuf>,
+        /// Follow the control plane(s) at these `host:port` addresses over ADS, trying the next
+        /// one when a stream fails, instead of reading a file.
+        #[arg(long, value_delimiter = ',', requires = "node_id")]
+        xds: Vec<String>,
+        /// This proxy's node id, as the control plane sees it (with --xds).
+        #[arg(long)]
+        node_id: Option<String>,
+        /// This proxy's node cluster (with --xds; default: the node id).
+        #[arg(long)]
+        node_cluster: Option<String>,
         /// Do not reload the config when the file changes (SIGHUP and `PUT /config` still do).
         #[arg(long)]
         no_watch: bool,
@@ -134,19 +145,35 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Run {
             config,
+            xds,
+            node_id,
+            node_cluster,
             no_watch,
             upgrade_socket,
             upgrade_from,
             process,
-        } => run(
-            &config,
-            &process,
-            &Upgrades {
-                watch: !no_watch,
-                socket: upgrade_socket,
-                from: upgrade_from,
-            },
-        ),
+        } => match config {
+            Some(config) => run(
+                &config,
+                &process,
+                &Upgrades {
+                    watch: !no_watch,
+                    socket: upgrade_socket,
+                    from: upgrade_from,
+                },
+            ),
+            None => {
+                let node_id = node_id.unwrap_or_default();
+                run_xds(
+                    xds_client::Settings {
+                        addresses: xds,
+                        node_cluster: node_cluster.unwrap_or_else(|| node_id.clone()),
+                        node_id,
+                    },
+                    &process,
+                )
+            }
+        },
         Command::Validate { file } => return validate(&file),
         Command::Demo {
             listen,
@@ -273,6 +300,66 @@ fn run(path: &Path, process: &ProcessArgs, upgrades: &Upgrades) -> anyhow::Resul
             server.shutdown();
         }
         Stop::HandedOver => server.hand_over(),
+    }
+    tracing::info!("stopped");
+    Ok(())
+}
+
+/// Applies configs from xDS: the server starts with the first complete one.
+struct XdsApplier<'a> {
+    server: Option<Server>,
+    process: &'a ProcessArgs,
+}
+
+impl xds_client::Apply for XdsApplier<'_> {
+    fn apply(&mut self, config: strait_config::Config, document: String) -> Result<(), String> {
+        let source = ConfigSource {
+            text: document,
+            format: strait_config::Format::Json,
+        };
+        match &self.server {
+            Some(server) => server
+                .reloader()
+                .apply_config(config, Some(source))
+                .map(|applied| {
+                    tracing::info!(version = applied.version, "config from xDS applied");
+                })
+                .map_err(|err| err.to_string()),
+            None => {
+                let options = self.process.options(&config, Some(source));
+                let server = Server::start(config, &options).map_err(|err| format!("{err:#}"))?;
+                tracing::info!("first config from xDS applied; serving");
+                self.server = Some(server);
+                Ok(())
+            }
+        }
+    }
+}
+
+fn run_xds(settings: xds_client::Settings, process: &ProcessArgs) -> anyhow::Result<()> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let mut applier = XdsApplier {
+        server: None,
+        process,
+    };
+    runtime.block_on(async {
+        let (stop, stopped) = tokio::sync::watch::channel(false);
+        let mut term = signal(SignalKind::terminate())?;
+        let follow = xds_client::follow(settings, &mut applier, stopped);
+        tokio::pin!(follow);
+        tokio::select! {
+            () = &mut follow => {}
+            _ = term.recv() => {}
+            result = tokio::signal::ctrl_c() => result?,
+        }
+        let _ = stop.send(true);
+        Ok::<_, anyhow::Error>(())
+    })?;
+    if let Some(server) = applier.server.take() {
+        tracing::info!("shutting down: draining in-flight requests");
+        server.shutdown();
     }
     tracing::info!("stopped");
     Ok(())
