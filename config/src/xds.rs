@@ -217,6 +217,10 @@ pub fn load_assignment(
         cluster_name: cluster.to_owned(),
         endpoints: vec![endpoint::LocalityLbEndpoints {
             lb_endpoints,
+            // gRPC's proxyless clients refuse a locality that is not set and ignore one
+            // without a weight.
+            locality: Some(core::Locality::default()),
+            load_balancing_weight: u32_value(1u32),
             ..Default::default()
         }],
         ..Default::default()
