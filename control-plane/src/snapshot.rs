@@ -52,6 +52,15 @@ pub enum Subscription {
     Names(BTreeSet<String>),
 }
 
+/// What a subscription selects: a version, and each resource's name and content hash.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Selection {
+    /// A hash of the selected names and contents.
+    pub version: String,
+    /// Name and content hash of each selected resource.
+    pub items: Vec<(String, u64)>,
+}
+
 /// Every resource the control plane serves at one moment.
 #[derive(Debug, Default, Clone)]
 pub struct Snapshot {
@@ -127,12 +136,15 @@ impl Snapshot {
         self.serial
     }
 
-    /// The version and resources a stream subscribed as `subscription` gets for `type_url`.
-    /// The version is a hash of what is sent: the same resources give the same version, so
-    /// unchanged types are not sent again.
-    pub fn select(&self, type_url: &str, subscription: &Subscription) -> (String, Vec<Any>) {
+    /// The version and the resources (name and content hash) a stream subscribed as
+    /// `subscription` gets for `type_url`. The version is a hash of what is selected: the same
+    /// resources give the same version, so unchanged types are not sent again.
+    pub fn select(&self, type_url: &str, subscription: &Subscription) -> Selection {
         let Some(set) = self.types.get(type_url) else {
-            return (format!("{:016x}", 0), Vec::new());
+            return Selection {
+                version: format!("{:016x}", 0),
+                items: Vec::new(),
+            };
         };
         let names: Vec<&String> = match subscription {
             Subscription::Wildcard => set.wildcard.iter().collect(),
@@ -142,15 +154,23 @@ impl Snapshot {
                 .collect(),
         };
         let mut hasher = std::collections::hash_map::DefaultHasher::new();
-        let mut resources = Vec::with_capacity(names.len());
+        let mut items = Vec::with_capacity(names.len());
         for name in names {
             if let Some(entry) = set.by_name.get(name) {
                 name.hash(&mut hasher);
                 entry.hash.hash(&mut hasher);
-                resources.push(entry.any.clone());
+                items.push((name.clone(), entry.hash));
             }
         }
-        (format!("{:016x}", hasher.finish()), resources)
+        Selection {
+            version: format!("{:016x}", hasher.finish()),
+            items,
+        }
+    }
+
+    /// One resource, encoded.
+    pub fn resource(&self, type_url: &str, name: &str) -> Option<&Any> {
+        self.types.get(type_url)?.by_name.get(name).map(|e| &e.any)
     }
 
     /// Every resource name of a type, for the admin API.
@@ -199,13 +219,20 @@ mod tests {
     #[test]
     fn wildcard_gets_socket_listeners_and_names_get_api_listeners() {
         let snapshot = Snapshot::build(1, &config(), &healthy);
-        let (_, all) = snapshot.select(type_url::LISTENER, &Subscription::Wildcard);
+        let all = snapshot
+            .select(type_url::LISTENER, &Subscription::Wildcard)
+            .items;
         assert_eq!(all.len(), 1, "only the socket listener");
         let named = Subscription::Names(BTreeSet::from(["echo".to_owned()]));
-        let (_, api) = snapshot.select(type_url::LISTENER, &named);
+        let api = snapshot.select(type_url::LISTENER, &named).items;
         assert_eq!(api.len(), 1, "the API listener for the exact domain");
         let unknown = Subscription::Names(BTreeSet::from(["nope".to_owned()]));
-        assert!(snapshot.select(type_url::LISTENER, &unknown).1.is_empty());
+        assert!(
+            snapshot
+                .select(type_url::LISTENER, &unknown)
+                .items
+                .is_empty()
+        );
     }
 
     #[test]
@@ -219,8 +246,8 @@ mod tests {
                 Subscription::Names(BTreeSet::from(["up".to_owned(), "l".to_owned()]))
             };
             assert_eq!(
-                a.select(type_url, &sub).0,
-                b.select(type_url, &sub).0,
+                a.select(type_url, &sub).version,
+                b.select(type_url, &sub).version,
                 "{type_url}"
             );
         }
@@ -236,13 +263,13 @@ mod tests {
         let c = Snapshot::build(3, &config(), &unhealthy);
         let eds = Subscription::Names(BTreeSet::from(["up".to_owned()]));
         assert_ne!(
-            a.select(type_url::ENDPOINT, &eds).0,
-            c.select(type_url::ENDPOINT, &eds).0,
+            a.select(type_url::ENDPOINT, &eds).version,
+            c.select(type_url::ENDPOINT, &eds).version,
             "a health change is a new EDS version"
         );
         assert_eq!(
-            a.select(type_url::CLUSTER, &Subscription::Wildcard).0,
-            c.select(type_url::CLUSTER, &Subscription::Wildcard).0,
+            a.select(type_url::CLUSTER, &Subscription::Wildcard).version,
+            c.select(type_url::CLUSTER, &Subscription::Wildcard).version,
             "and nothing else changes"
         );
     }

@@ -9,7 +9,9 @@
 //! - a request with the last nonce ACKs (`error_detail` empty) or NACKs that version; a NACKed
 //!   version is not sent again, the next change is;
 //! - when the snapshot changes, types are sent in make-before-break order (CDS, EDS, LDS, RDS),
-//!   each only if what the stream subscribed to changed (the version is a hash of the content).
+//!   each only if what the stream subscribed to changed (the version is a hash of the content);
+//!   listeners and clusters as the complete set, route configurations and endpoints (asked for
+//!   by name) only those that changed.
 //!
 //! Delta xDS is not served; clients fall back to state of the world.
 
@@ -167,6 +169,8 @@ struct TypeState {
     nonce: Option<String>,
     /// The version the client NACKed last; not sent again.
     nacked: Option<String>,
+    /// Content hash of each named resource last sent (RDS and EDS only send what changed).
+    sent: HashMap<String, u64>,
 }
 
 struct Stream {
@@ -243,6 +247,7 @@ impl Stream {
             sent_subscription: None,
             nonce: None,
             nacked: None,
+            sent: HashMap::new(),
         });
         if !request.response_nonce.is_empty() {
             if state.nonce.as_deref() != Some(request.response_nonce.as_str()) {
@@ -255,6 +260,8 @@ impl Stream {
                     let version = state.sent_version.clone().unwrap_or_default();
                     tracing::warn!(node = %node, %type_url, %version, message = %error.message, "NACK");
                     state.nacked = Some(version.clone());
+                    // What the client holds is unknown now: the next push sends everything.
+                    state.sent.clear();
                     self.nodes.nacks.fetch_add(1, Ordering::Relaxed);
                     let at = SystemTime::now()
                         .duration_since(SystemTime::UNIX_EPOCH)
@@ -291,22 +298,48 @@ impl Stream {
     }
 
     /// Sends `type_url` if what the stream subscribed to differs from what it was last sent.
+    /// Listeners and clusters go as the complete set; route configurations and endpoints, which
+    /// clients ask for by name, only the resources that changed or were newly asked for (the
+    /// protocol's state-of-the-world rule for non-wildcard types), so one endpoint's health
+    /// change sends one load assignment, not all of them.
     async fn push(&mut self, type_url: &str) -> Result<(), ()> {
         let snapshot = Arc::clone(&self.snapshot.borrow_and_update());
         let Some(state) = self.types.get_mut(type_url) else {
             return Ok(());
         };
-        let (version, resources) = snapshot.select(type_url, &state.subscription);
+        let selection = snapshot.select(type_url, &state.subscription);
+        let version = selection.version;
         let unchanged = state.sent_version.as_deref() == Some(version.as_str())
             && state.sent_subscription.as_ref() == Some(&state.subscription);
         if unchanged || state.nacked.as_deref() == Some(version.as_str()) {
             return Ok(());
         }
-        let nonce = self.nonces.fetch_add(1, Ordering::Relaxed).to_string();
+        let complete = wildcard_type(type_url);
+        if !complete {
+            // Forget what the client no longer asks for: asked again, it is sent again.
+            state
+                .sent
+                .retain(|name, _| selection.items.iter().any(|(n, _)| n == name));
+        }
+        let resources: Vec<_> = selection
+            .items
+            .iter()
+            .filter(|(name, hash)| complete || state.sent.get(name) != Some(hash))
+            .filter_map(|(name, _)| snapshot.resource(type_url, name).cloned())
+            .collect();
         state.sent_version = Some(version.clone());
         state.sent_subscription = Some(state.subscription.clone());
-        state.nonce = Some(nonce.clone());
         state.nacked = None;
+        if !complete {
+            for (name, hash) in &selection.items {
+                state.sent.insert(name.clone(), *hash);
+            }
+            if resources.is_empty() {
+                return Ok(());
+            }
+        }
+        let nonce = self.nonces.fetch_add(1, Ordering::Relaxed).to_string();
+        state.nonce = Some(nonce.clone());
         let response = DiscoveryResponse {
             version_info: version.clone(),
             resources,

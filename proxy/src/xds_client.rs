@@ -386,7 +386,7 @@ fn rds_name(l: &Listener) -> Option<String> {
     }
 }
 
-/// Replaces the resources of one type with a response's.
+/// Takes a response's resources of one type into what is held.
 fn store(
     resources: &mut Resources,
     kind: &str,
@@ -407,13 +407,29 @@ fn store(
             })
             .collect()
     }
+    // Listeners and clusters come as the complete set; route configurations and endpoints,
+    // asked for by name, only those that changed: they update what is held.
+    fn merge<M>(held: &mut Vec<M>, update: Vec<M>, name: impl Fn(&M) -> &str) {
+        for item in update {
+            match held.iter_mut().find(|h| name(h) == name(&item)) {
+                Some(slot) => *slot = item,
+                None => held.push(item),
+            }
+        }
+    }
     match kind {
         type_url::LISTENER => resources.listeners = decode::<Listener>(response)?,
-        type_url::ROUTE => resources.routes = decode::<RouteConfiguration>(response)?,
         type_url::CLUSTER => resources.clusters = decode::<cluster::Cluster>(response)?,
-        type_url::ENDPOINT => {
-            resources.assignments = decode::<ClusterLoadAssignment>(response)?;
-        }
+        type_url::ROUTE => merge(
+            &mut resources.routes,
+            decode::<RouteConfiguration>(response)?,
+            |r| &r.name,
+        ),
+        type_url::ENDPOINT => merge(
+            &mut resources.assignments,
+            decode::<ClusterLoadAssignment>(response)?,
+            |a| &a.cluster_name,
+        ),
         _ => {}
     }
     Ok(())
