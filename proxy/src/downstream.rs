@@ -157,7 +157,6 @@ pub async fn serve(
     // (a client dribbling a head cannot outlive the timeout by pausing).
     let mut head_since: Option<Instant> = None;
     loop {
-        let built = Instant::now();
         let mut connection = Box::new(
             builder
                 .h1
@@ -197,7 +196,9 @@ pub async fn serve(
         head_since = if read_buf.is_empty() {
             None
         } else {
-            Some(head_since.unwrap_or(built))
+            // hyper's timer started around the last byte moved (the end of the previous
+            // response, or the start of this head).
+            Some(head_since.unwrap_or(idle.last_active))
         };
         socket.unread(Bytes::copy_from_slice(&read_buf));
         drop(read_buf);

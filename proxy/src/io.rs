@@ -189,14 +189,12 @@ impl Socket {
         }
     }
 
-    /// Waits until there are bytes to read (or the end of the stream), without reading them.
+    /// Waits until new bytes arrive (or the end of the stream), without reading them; bytes
+    /// given back with [`Self::unread`] do not count.
     ///
     /// # Errors
     /// The socket failed.
     pub fn poll_read_ready(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        if !self.unread.is_empty() {
-            return Poll::Ready(Ok(()));
-        }
         match &mut self.inner {
             Inner::Tcp(stream) => stream.inner().poll_read_ready(cx),
             Inner::Uring(socket) => socket.poll_read_ready(cx),

@@ -137,3 +137,25 @@ async fn parked_connection_is_closed_at_the_idle_timeout() {
     assert_eq!(n, 0);
     assert!(started.elapsed() >= Duration::from_millis(500));
 }
+
+#[tokio::test]
+async fn head_parked_after_a_long_request_is_not_cut_off_early() {
+    let _trace = trace_init();
+    let upstream = Upstream::start().await;
+    let limits = "header_read_timeout: 2s, idle_timeout: 60s";
+    let proxy = TestProxy::start(&with_limits(limits, upstream.addr()), 1);
+    let mut client = TcpStream::connect(proxy.addr()).await.unwrap();
+    // The first exchange outlasts the header read timeout (counted from when its connection
+    // state was built); the next head's wait must start after it, not with it.
+    client
+        .write_all(b"GET /delay/2500 HTTP/1.1\r\nHost: a\r\n\r\n")
+        .await
+        .unwrap();
+    let (head, _) = read_response(&mut client).await;
+    assert!(head.starts_with("http/1.1 200"), "{head}");
+    client.write_all(b"GET / HTTP/1.1\r\nHo").await.unwrap();
+    tokio::time::sleep(PARKED).await;
+    client.write_all(b"st: a\r\n\r\n").await.unwrap();
+    let (head, _) = read_response(&mut client).await;
+    assert!(head.starts_with("http/1.1 200"), "{head}");
+}
