@@ -291,13 +291,7 @@ impl Write for Socket {
     ) -> Poll<io::Result<usize>> {
         let poll = match &mut self.inner {
             Inner::Tcp(stream) => Pin::new(stream).poll_write_vectored(cx, bufs),
-            Inner::Uring(socket) => {
-                let first = bufs
-                    .iter()
-                    .find(|b| !b.is_empty())
-                    .map_or(&[][..], |b| &b[..]);
-                socket.poll_write(cx, first)
-            }
+            Inner::Uring(socket) => socket.poll_write_vectored(cx, bufs),
         };
         if poll.is_ready() {
             self.touch();
@@ -309,7 +303,8 @@ impl Write for Socket {
     fn is_write_vectored(&self) -> bool {
         match &self.inner {
             Inner::Tcp(stream) => stream.is_write_vectored(),
-            Inner::Uring(_) => false,
+            // The slices are gathered into one owned send buffer: one copy, as for `poll_write`.
+            Inner::Uring(_) => true,
         }
     }
 

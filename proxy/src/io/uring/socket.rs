@@ -3,8 +3,9 @@
 //! Reads are buffer-select receives: the kernel picks one of the driver's provided buffers when
 //! data arrives, so a socket waiting for data holds no buffer; the data is copied out and the
 //! buffer given back at once (what the reader had no room for stays in a small buffer of the
-//! socket's own). Writes are copied into an owned send buffer and acknowledged at once (write-behind), with
-//! partial sends re-submitted and `flush` waiting for the last byte. Dropping the socket
+//! socket's own). Writes, vectored or not, are copied into an owned send buffer and
+//! acknowledged at once (write-behind); while a send is in flight, the next bytes queue behind
+//! it. Partial sends are re-submitted and `flush` waits for the last byte. Dropping the socket
 //! cancels what is in flight and closes the fd.
 
 use std::io;
@@ -39,6 +40,8 @@ pub struct UringSocket {
     write_buf: Vec<u8>,
     write_at: usize,
     write_end: usize,
+    /// Bytes written while a send was in flight; they go out next.
+    queued: Vec<u8>,
 }
 
 // SAFETY: a `UringSocket` holds an `Rc<Driver>` and is only ever used on the worker thread that
@@ -63,6 +66,7 @@ impl UringSocket {
             write_buf: Vec::new(),
             write_at: 0,
             write_end: 0,
+            queued: Vec::new(),
         }
     }
 
@@ -106,6 +110,9 @@ impl UringSocket {
     pub fn release_buffers(&mut self) {
         if self.send.is_none() {
             self.write_buf = Vec::new();
+        }
+        if self.queued.is_empty() {
+            self.queued = Vec::new();
         }
     }
 
@@ -193,18 +200,53 @@ impl UringSocket {
         }
     }
 
-    /// Copies `data` into the send buffer and starts sending it; waits while a send is in
-    /// flight.
+    /// Copies `data` into the send buffer; see [`Self::poll_write_vectored`].
     pub fn poll_write(&mut self, cx: &mut Context<'_>, data: &[u8]) -> Poll<io::Result<usize>> {
-        ready!(self.poll_flush(cx))?;
-        let n = data.len().min(SEND_BUF);
-        let mut buf = std::mem::take(&mut self.write_buf);
-        buf.clear();
-        buf.extend_from_slice(&data[..n]);
+        self.poll_write_vectored(cx, &[io::IoSlice::new(data)])
+    }
+
+    /// Copies `bufs` (up to [`SEND_BUF`] bytes) into the send buffer and starts sending it.
+    /// While a send is in flight the bytes are queued to go next, so that the writer can
+    /// prepare more while the kernel sends; it waits only when that queue is full too.
+    pub fn poll_write_vectored(
+        &mut self,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        if bufs.iter().all(|buf| buf.is_empty()) {
+            return Poll::Ready(Ok(0));
+        }
+        match self.poll_sends(cx) {
+            Poll::Ready(Err(err)) => return Poll::Ready(Err(err)),
+            Poll::Ready(Ok(())) if !self.queued.is_empty() => self.start_queued(),
+            Poll::Ready(Ok(())) | Poll::Pending => {}
+        }
+        if self.send.is_none() {
+            let mut buf = std::mem::take(&mut self.write_buf);
+            buf.clear();
+            let n = gather(&mut buf, bufs, SEND_BUF);
+            self.write_at = 0;
+            self.write_end = buf.len();
+            self.start_send(buf);
+            return Poll::Ready(Ok(n));
+        }
+        let room = SEND_BUF.saturating_sub(self.queued.len());
+        if room == 0 {
+            // `poll_sends` registered the waker with the send in flight.
+            return Poll::Pending;
+        }
+        Poll::Ready(Ok(gather(&mut self.queued, bufs, room)))
+    }
+
+    /// Sends what was queued behind the send that just completed.
+    fn start_queued(&mut self) {
+        let next = std::mem::take(&mut self.queued);
+        let mut spare = std::mem::take(&mut self.write_buf);
+        spare.clear();
+        self.queued = spare;
         self.write_at = 0;
-        self.write_end = n;
-        self.start_send(buf);
-        Poll::Ready(Ok(n))
+        self.write_end = next.len();
+        self.start_send(next);
     }
 
     fn start_send(&mut self, buf: Vec<u8>) {
@@ -227,6 +269,18 @@ impl UringSocket {
 
     /// Waits until every byte written so far has been handed to the kernel.
     pub fn poll_flush(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        loop {
+            ready!(self.poll_sends(cx))?;
+            if self.queued.is_empty() {
+                return Poll::Ready(Ok(()));
+            }
+            self.start_queued();
+        }
+    }
+
+    /// Collects completed sends (re-submitting the rest of a partial one); ready once no send
+    /// is in flight.
+    fn poll_sends(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         while let Some(index) = self.send {
             let (result, buf) = ready!(self.driver.poll_op(index, cx));
             self.send = None;
@@ -288,6 +342,20 @@ impl UringSocket {
         }
         Ok(Self::from_fd(driver, fd))
     }
+}
+
+/// Appends to `to` at most `limit` bytes from `bufs`, in order; returns how many.
+fn gather(to: &mut Vec<u8>, bufs: &[io::IoSlice<'_>], limit: usize) -> usize {
+    let mut left = limit;
+    for buf in bufs {
+        if left == 0 {
+            break;
+        }
+        let n = buf.len().min(left);
+        to.extend_from_slice(&buf[..n]);
+        left -= n;
+    }
+    limit - left
 }
 
 /// Cancels an operation if the future waiting for it is dropped.
