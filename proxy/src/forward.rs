@@ -667,10 +667,9 @@ mod tests {
         ] {
             let fast = simple_host(value.as_bytes());
             let slow = value.parse::<Authority>().ok();
-            match fast {
-                Some(host) => assert_eq!(Some(host), slow.as_ref().map(Authority::host), "{value}"),
-                // Anything else takes the full parse, whatever its outcome.
-                None => {}
+            // Anything the fast path declines takes the full parse, whatever its outcome.
+            if let Some(host) = fast {
+                assert_eq!(Some(host), slow.as_ref().map(Authority::host), "{value}");
             }
         }
         assert_eq!(simple_host(b"Example.COM:8080"), Some("Example.COM"));
