@@ -494,6 +494,10 @@ for rep in $(seq "$REPS"); do
       stop_proxy
       if start_proxy "$name"; then
         mapfile -t pids < <(pids_of "$PROXY_PID")
+        # Idle RSS: the fresh process after start_proxy's checks (one 1 KiB, one 1 MiB and,
+        # with h2c, one h2c request; their connections closed) and a short settle.
+        sleep 2
+        record "$name" idle_rss_mib "$(calc "$(status_kib VmRSS "${pids[@]}") / 1024")"
         case_idle
       else
         note "$name (rep $rep): did not restart for the idle case"

@@ -23,6 +23,7 @@ METRICS = [
     ("h2c_cpu_us", "proxy CPU µs/request (h2c)", "{:.1f}", "lower"),
     ("large_mibs", "1 MiB bodies, MiB/s (wrk -c{large_conns})", "{:,.0f}", "higher"),
     ("peak_rss_mib", "peak RSS MiB (VmHWM after the load cases)", "{:.1f}", "lower"),
+    ("idle_rss_mib", "idle RSS MiB (fresh process, no connections open)", "{:.1f}", "lower"),
     ("idle_kib", "KiB per idle keep-alive connection ({idle} open)", "{:.1f}", "lower"),
     ("syscalls", "syscalls/request (HTTP/1.1, -c{conns})", "{:.2f}", "lower"),
 ]

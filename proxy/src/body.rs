@@ -17,6 +17,7 @@ use hyper::client::conn::http1;
 
 use tokio::time::Instant;
 
+use crate::downstream::BusyGuard;
 use crate::forward::Downstream;
 use crate::observe::LogRecord;
 use crate::upstream::{EndpointPool, InFlight};
@@ -104,6 +105,7 @@ pub struct ResponseBody {
     release: Option<Release>,
     finished: bool,
     completion: Option<Completion>,
+    busy: Option<BusyGuard>,
 }
 
 /// What happens when the response ends (sent, failed or abandoned): its duration goes to the
@@ -195,6 +197,7 @@ impl ResponseBody {
             release: Some(release),
             finished: false,
             completion: None,
+            busy: None,
         }
     }
 
@@ -207,12 +210,18 @@ impl ResponseBody {
             release: None,
             finished: false,
             completion: None,
+            busy: None,
         }
     }
 
     /// Runs `completion` when the body ends or is dropped.
     pub fn on_complete(&mut self, completion: Completion) {
         self.completion = Some(completion);
+    }
+
+    /// Keeps the connection counted busy until the body is dropped.
+    pub fn hold(&mut self, busy: BusyGuard) {
+        self.busy = Some(busy);
     }
 
     /// No body.
@@ -222,6 +231,7 @@ impl ResponseBody {
             release: None,
             finished: false,
             completion: None,
+            busy: None,
         }
     }
 }

@@ -376,15 +376,19 @@ fn request_host<B>(req: &Request<B>) -> Result<Cow<'_, str>, ProxyError> {
     let raw = match req.uri().authority() {
         Some(authority) => authority.host(),
         None => match req.headers().get(header::HOST) {
-            Some(value) => {
-                let value = value.to_str().map_err(|_| ProxyError::BadRequest {
-                    reason: "invalid host",
-                })?;
-                let authority: Authority = value.parse().map_err(|_| ProxyError::BadRequest {
-                    reason: "invalid host",
-                })?;
-                return Ok(Cow::Owned(authority.host().to_ascii_lowercase()));
-            }
+            Some(value) => match simple_host(value.as_bytes()) {
+                Some(host) => host,
+                None => {
+                    let value = value.to_str().map_err(|_| ProxyError::BadRequest {
+                        reason: "invalid host",
+                    })?;
+                    let authority: Authority =
+                        value.parse().map_err(|_| ProxyError::BadRequest {
+                            reason: "invalid host",
+                        })?;
+                    return Ok(Cow::Owned(authority.host().to_ascii_lowercase()));
+                }
+            },
             // RFC 9112 §3.2: an HTTP/1.1 request without Host is invalid.
             None if req.version() == Version::HTTP_11 => {
                 return Err(ProxyError::BadRequest {
@@ -398,6 +402,29 @@ fn request_host<B>(req: &Request<B>) -> Result<Cow<'_, str>, ProxyError> {
         Ok(Cow::Owned(raw.to_ascii_lowercase()))
     } else {
         Ok(Cow::Borrowed(raw))
+    }
+}
+
+/// The host of a Host value that is a plain name or IPv4 address with an optional port (the
+/// common case), found without parsing an `Authority`; `None` for anything else.
+fn simple_host(value: &[u8]) -> Option<&str> {
+    let (host, port) = match value.iter().rposition(|&b| b == b':') {
+        Some(colon) => (&value[..colon], Some(&value[colon + 1..])),
+        None => (value, None),
+    };
+    let plain = !host.is_empty()
+        && host
+            .iter()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-'));
+    let port_ok = port.is_none_or(|port| {
+        !port.is_empty()
+            && port.iter().all(u8::is_ascii_digit)
+            && std::str::from_utf8(port).is_ok_and(|p| p.parse::<u16>().is_ok())
+    });
+    if plain && port_ok {
+        std::str::from_utf8(host).ok()
+    } else {
+        None
     }
 }
 
@@ -660,4 +687,37 @@ fn redirect_response<B>(
         response.headers_mut().insert(header::LOCATION, value);
     }
     response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn simple_host_agrees_with_authority_parsing() {
+        for value in [
+            "example.com",
+            "Example.COM:8080",
+            "127.0.0.1:18101",
+            "a-b.c:1",
+            "localhost",
+            "host:65536",
+            "host:",
+            "[::1]:80",
+            "user@host",
+            "ho st",
+            ":80",
+            "h_st",
+        ] {
+            let fast = simple_host(value.as_bytes());
+            let slow = value.parse::<Authority>().ok();
+            // Anything the fast path declines takes the full parse, whatever its outcome.
+            if let Some(host) = fast {
+                assert_eq!(Some(host), slow.as_ref().map(Authority::host), "{value}");
+            }
+        }
+        assert_eq!(simple_host(b"Example.COM:8080"), Some("Example.COM"));
+        assert_eq!(simple_host(b"[::1]:80"), None);
+        assert_eq!(simple_host(b"host:65536"), None);
+    }
 }

@@ -1,14 +1,18 @@
 //! Proxy header semantics (RFC 9110 §7.6): hop-by-hop removal, forwarding headers, request ids
 //! and the per-route header changes.
 
+use std::io::Write as _;
 use std::net::IpAddr;
 
+use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use strait_config::HeaderChanges;
 
+const HOP_COUNT: usize = 7;
+
 /// Headers that apply to one connection only and are never forwarded (RFC 9110 §7.6.1, plus
 /// the de-facto `keep-alive`, `proxy-connection` and `proxy-authorization`).
-const HOP_BY_HOP: [HeaderName; 7] = [
+const HOP_BY_HOP: [HeaderName; HOP_COUNT] = [
     header::CONNECTION,
     HeaderName::from_static("keep-alive"),
     HeaderName::from_static("proxy-connection"),
@@ -28,8 +32,15 @@ const FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto")
 /// `keep_upgrade` keeps `Connection: upgrade` and `Upgrade` for a tunnel being set up.
 /// `keep_te_trailers` keeps `te: trailers`, which gRPC requires end to end.
 pub fn remove_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool, keep_te_trailers: bool) {
-    // Fast path: most requests carry none of these.
-    if !HOP_BY_HOP.iter().any(|h| headers.contains_key(h)) {
+    // One pass over the names, comparing without hashing: most messages carry none of these,
+    // or only `Connection: keep-alive`.
+    let mut present = [false; HOP_COUNT];
+    for name in headers.keys() {
+        if let Some(i) = HOP_BY_HOP.iter().position(|hop| hop == name) {
+            present[i] = true;
+        }
+    }
+    if !present.contains(&true) {
         return;
     }
     let te_trailers = keep_te_trailers
@@ -42,14 +53,25 @@ pub fn remove_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool, keep_te_tr
     let upgrade = keep_upgrade
         .then(|| headers.get(header::UPGRADE).cloned())
         .flatten();
+    // Headers that `Connection` names and the message carries (usually none: the tokens are
+    // `keep-alive`, `close` or `upgrade`); looked up without building a name first.
     let named: Vec<HeaderName> = headers
         .get_all(header::CONNECTION)
         .iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(','))
-        .filter_map(|token| HeaderName::from_bytes(token.trim().as_bytes()).ok())
+        .map(str::trim)
+        .filter(|token| !token.is_empty() && headers.contains_key(*token))
+        .filter_map(|token| HeaderName::from_bytes(token.as_bytes()).ok())
         .collect();
-    for name in named.iter().chain(HOP_BY_HOP.iter()) {
+    for name in &named {
+        headers.remove(name);
+    }
+    for (name, _) in HOP_BY_HOP
+        .iter()
+        .zip(present)
+        .filter(|(_, present)| *present)
+    {
         headers.remove(name);
     }
     if te_trailers {
@@ -63,17 +85,34 @@ pub fn remove_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool, keep_te_tr
 
 /// Appends the client address to `X-Forwarded-For` and the scheme to `X-Forwarded-Proto`.
 pub fn append_forwarded(headers: &mut HeaderMap, client: IpAddr, proto: &'static str) {
-    append_list(headers, FORWARDED_FOR, &client.to_string());
-    append_list(headers, FORWARDED_PROTO, proto);
+    // An IPv6 address takes at most 45 characters; written on the stack, not in a String.
+    let mut buf = [0u8; 64];
+    let mut cursor = &mut buf[..];
+    let written = write!(cursor, "{client}").is_ok();
+    let len = 64 - cursor.len();
+    if written {
+        append_list(headers, FORWARDED_FOR, &buf[..len]);
+    }
+    if headers.contains_key(&FORWARDED_PROTO) {
+        append_list(headers, FORWARDED_PROTO, proto.as_bytes());
+    } else {
+        headers.insert(FORWARDED_PROTO, HeaderValue::from_static(proto));
+    }
 }
 
-fn append_list(headers: &mut HeaderMap, name: HeaderName, item: &str) {
-    let value = match headers.get(&name).and_then(|v| v.to_str().ok()) {
-        Some(existing) if !existing.is_empty() => format!("{existing}, {item}"),
-        _ => item.to_owned(),
+fn append_list(headers: &mut HeaderMap, name: HeaderName, item: &[u8]) {
+    let value = match headers.get(&name).filter(|v| v.to_str().is_ok()) {
+        Some(existing) if !existing.is_empty() => {
+            let mut joined = Vec::with_capacity(existing.len() + 2 + item.len());
+            joined.extend_from_slice(existing.as_bytes());
+            joined.extend_from_slice(b", ");
+            joined.extend_from_slice(item);
+            HeaderValue::from_maybe_shared(Bytes::from(joined))
+        }
+        _ => HeaderValue::from_bytes(item),
     };
     // Both parts are valid header text, so the join is too.
-    if let Ok(value) = HeaderValue::try_from(value) {
+    if let Ok(value) = value {
         headers.insert(name, value);
     }
 }
@@ -183,6 +222,22 @@ mod tests {
         append_forwarded(&mut h, "127.0.0.2".parse().unwrap(), "http");
         assert_eq!(h["x-forwarded-for"], "10.0.0.1, 127.0.0.2");
         assert_eq!(h["x-forwarded-proto"], "http");
+    }
+
+    #[test]
+    fn appends_forwarded_headers_to_empty_and_ipv6() {
+        let mut h = map(&[("x-forwarded-proto", "https")]);
+        append_forwarded(&mut h, "2001:db8::1".parse().unwrap(), "http");
+        assert_eq!(h["x-forwarded-for"], "2001:db8::1");
+        assert_eq!(h["x-forwarded-proto"], "https, http");
+    }
+
+    #[test]
+    fn connection_tokens_naming_absent_headers_are_ignored() {
+        let mut h = map(&[("connection", "keep-alive, close"), ("x-kept", "yes")]);
+        remove_hop_by_hop(&mut h, false, false);
+        assert_eq!(h.len(), 1, "{h:?}");
+        assert_eq!(h["x-kept"], "yes");
     }
 
     #[test]

@@ -11,10 +11,11 @@ use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
+use bytes::{Buf, Bytes};
 use hyper::rt::{Read, ReadBufCursor, Write};
 use hyper_util::rt::TokioIo;
 use socket2::{Domain, Protocol, Socket as RawSocket, Type};
@@ -32,6 +33,9 @@ pub struct Socket {
     inner: Inner,
     activity: Option<Activity>,
     framing: Option<(FramingScanner, Arc<FramingGuard>)>,
+    /// Bytes read already and given back (by protocol detection, or by an HTTP/1.1 connection
+    /// parked while idle), returned by the next reads before anything new.
+    unread: Bytes,
 }
 
 #[derive(Debug)]
@@ -76,24 +80,39 @@ pub fn thread_driver() -> Option<std::rc::Rc<uring::Driver>> {
     DRIVER.with(|d| d.borrow().clone())
 }
 
-/// Counts the reads and writes of a connection that made progress, for idle detection.
+/// Counts the reads and writes of a connection that made progress, for idle detection, and
+/// tells whether its reader waits for data with no write pending.
 ///
-/// hyper requires upgradable connections to be `Send`, hence an atomic; only the owning worker
-/// writes it, so a relaxed load and store (no read-modify-write) is enough and costs no bus lock.
+/// hyper requires upgradable connections to be `Send`, hence atomics; only the owning worker
+/// writes them, so relaxed loads and stores (no read-modify-write) are enough and cost no bus
+/// lock.
 #[derive(Debug, Clone, Default)]
-pub struct Activity(Arc<AtomicU64>);
+pub struct Activity(Arc<ActivityState>);
+
+#[derive(Debug, Default)]
+struct ActivityState {
+    count: AtomicU64,
+    /// The last read returned `Pending`.
+    read_waiting: AtomicBool,
+    /// The last write or flush returned `Pending`.
+    write_waiting: AtomicBool,
+}
 
 impl Activity {
     /// The number of reads and writes that moved bytes so far.
     pub fn count(&self) -> u64 {
-        self.0.load(Ordering::Relaxed)
+        self.0.count.load(Ordering::Relaxed)
+    }
+
+    /// Whether the connection's reader waits for data and no write waits for the peer.
+    pub fn is_waiting_for_peer(&self) -> bool {
+        self.0.read_waiting.load(Ordering::Relaxed) && !self.0.write_waiting.load(Ordering::Relaxed)
     }
 
     fn bump(&self) {
-        self.0.store(
-            self.0.load(Ordering::Relaxed).wrapping_add(1),
-            Ordering::Relaxed,
-        );
+        self.0
+            .count
+            .store(self.count().wrapping_add(1), Ordering::Relaxed);
     }
 }
 
@@ -104,6 +123,7 @@ impl Socket {
             inner: Inner::Tcp(TokioIo::new(stream)),
             activity: None,
             framing: None,
+            unread: Bytes::new(),
         }
     }
 
@@ -113,6 +133,7 @@ impl Socket {
             inner: Inner::Uring(socket),
             activity: None,
             framing: None,
+            unread: Bytes::new(),
         }
     }
 
@@ -133,6 +154,59 @@ impl Socket {
             activity.bump();
         }
     }
+
+    fn note_read<T>(&self, poll: &Poll<T>) {
+        if let Some(activity) = &self.activity {
+            activity
+                .0
+                .read_waiting
+                .store(poll.is_pending(), Ordering::Relaxed);
+        }
+    }
+
+    fn note_write<T>(&self, poll: &Poll<T>) {
+        if let Some(activity) = &self.activity {
+            activity
+                .0
+                .write_waiting
+                .store(poll.is_pending(), Ordering::Relaxed);
+        }
+    }
+
+    /// Gives back `bytes` read earlier: the next reads return them first. They are not scanned
+    /// for framing again.
+    pub fn unread(&mut self, bytes: Bytes) {
+        if bytes.is_empty() {
+            return;
+        }
+        if self.unread.is_empty() {
+            self.unread = bytes;
+        } else {
+            let mut joined = Vec::with_capacity(bytes.len() + self.unread.len());
+            joined.extend_from_slice(&bytes);
+            joined.extend_from_slice(&self.unread);
+            self.unread = joined.into();
+        }
+    }
+
+    /// Waits until new bytes arrive (or the end of the stream), without reading them; bytes
+    /// given back with [`Self::unread`] do not count.
+    ///
+    /// # Errors
+    /// The socket failed.
+    pub fn poll_read_ready(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match &mut self.inner {
+            Inner::Tcp(stream) => stream.inner().poll_read_ready(cx),
+            Inner::Uring(socket) => socket.poll_read_ready(cx),
+        }
+    }
+
+    /// Frees buffers kept for reuse; for a connection about to stay idle.
+    pub fn release_buffers(&mut self) {
+        if let Inner::Uring(socket) = &mut self.inner {
+            socket.release_buffers();
+        }
+    }
 }
 
 impl Read for Socket {
@@ -142,6 +216,18 @@ impl Read for Socket {
         mut buf: ReadBufCursor<'_>,
     ) -> Poll<io::Result<()>> {
         let this = &mut *self;
+        if !this.unread.is_empty() {
+            let n = buf.remaining().min(this.unread.len());
+            buf.put_slice(&this.unread[..n]);
+            this.unread.advance(n);
+            if this.unread.is_empty() {
+                this.unread = Bytes::new(); // frees the storage
+            }
+            let poll = Poll::Ready(Ok(()));
+            this.touch();
+            this.note_read(&poll);
+            return poll;
+        }
         let poll = match &mut this.inner {
             Inner::Uring(socket) => {
                 let room = buf.remaining();
@@ -176,6 +262,7 @@ impl Read for Socket {
         if poll.is_ready() {
             this.touch();
         }
+        this.note_read(&poll);
         poll
     }
 }
@@ -193,6 +280,7 @@ impl Write for Socket {
         if poll.is_ready() {
             self.touch();
         }
+        self.note_write(&poll);
         poll
     }
 
@@ -203,32 +291,30 @@ impl Write for Socket {
     ) -> Poll<io::Result<usize>> {
         let poll = match &mut self.inner {
             Inner::Tcp(stream) => Pin::new(stream).poll_write_vectored(cx, bufs),
-            Inner::Uring(socket) => {
-                let first = bufs
-                    .iter()
-                    .find(|b| !b.is_empty())
-                    .map_or(&[][..], |b| &b[..]);
-                socket.poll_write(cx, first)
-            }
+            Inner::Uring(socket) => socket.poll_write_vectored(cx, bufs),
         };
         if poll.is_ready() {
             self.touch();
         }
+        self.note_write(&poll);
         poll
     }
 
     fn is_write_vectored(&self) -> bool {
         match &self.inner {
             Inner::Tcp(stream) => stream.is_write_vectored(),
-            Inner::Uring(_) => false,
+            // The slices are gathered into one owned send buffer: one copy, as for `poll_write`.
+            Inner::Uring(_) => true,
         }
     }
 
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        match &mut self.inner {
+        let poll = match &mut self.inner {
             Inner::Tcp(stream) => Pin::new(stream).poll_flush(cx),
             Inner::Uring(socket) => socket.poll_flush(cx),
-        }
+        };
+        self.note_write(&poll);
+        poll
     }
 
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {

@@ -12,7 +12,6 @@ use std::rc::Rc;
 use std::sync::Arc;
 use std::time::Duration;
 
-use hyper_util::server::conn::auto;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
@@ -283,7 +282,7 @@ impl Acceptor {
 struct Serving {
     index: usize,
     version: u64,
-    builder: Rc<auto::Builder<LocalExec>>,
+    builder: Rc<downstream::Builder>,
     idle_timeout: Duration,
 }
 

@@ -1,8 +1,11 @@
 //! A TCP socket driven by the worker's io_uring [`Driver`].
 //!
-//! Reads go into a per-connection buffer owned by the driver while the `Recv` is in flight;
-//! writes are copied into an owned send buffer and acknowledged at once (write-behind), with
-//! partial sends re-submitted and `flush` waiting for the last byte. Dropping the socket
+//! Reads are buffer-select receives: the kernel picks one of the driver's provided buffers when
+//! data arrives, so a socket waiting for data holds no buffer; the data is copied out and the
+//! buffer given back at once (what the reader had no room for stays in a small buffer of the
+//! socket's own). Writes, vectored or not, are copied into an owned send buffer and
+//! acknowledged at once (write-behind); while a send is in flight, the next bytes queue behind
+//! it. Partial sends are re-submitted and `flush` waits for the last byte. Dropping the socket
 //! cancels what is in flight and closes the fd.
 
 use std::io;
@@ -11,7 +14,7 @@ use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::rc::Rc;
 use std::task::{Context, Poll, ready};
 
-use io_uring::{opcode, types};
+use io_uring::{opcode, squeue, types};
 
 use super::driver::{Buf, Driver, OpId};
 
@@ -25,16 +28,20 @@ pub struct UringSocket {
     fd: Option<OwnedFd>,
     /// The `Recv` in flight.
     recv: Option<OpId>,
-    /// The receive buffer when no `Recv` is in flight, and the unread part of it.
-    read_buf: Vec<u8>,
-    read_at: usize,
-    read_end: usize,
+    /// Received bytes not read yet (from `unread_at`); empty, without an allocation, when
+    /// everything received was read.
+    unread: Vec<u8>,
+    unread_at: usize,
     eof: bool,
+    /// The next receive uses a buffer of the socket's own (the provided ones ran out).
+    own_buffer: bool,
     /// The `Send` in flight, and how far into its buffer the kernel has sent.
     send: Option<OpId>,
     write_buf: Vec<u8>,
     write_at: usize,
     write_end: usize,
+    /// Bytes written while a send was in flight; they go out next.
+    queued: Vec<u8>,
 }
 
 // SAFETY: a `UringSocket` holds an `Rc<Driver>` and is only ever used on the worker thread that
@@ -51,14 +58,15 @@ impl UringSocket {
             driver,
             fd: Some(fd),
             recv: None,
-            read_buf: Vec::new(),
-            read_at: 0,
-            read_end: 0,
+            unread: Vec::new(),
+            unread_at: 0,
             eof: false,
+            own_buffer: false,
             send: None,
             write_buf: Vec::new(),
             write_at: 0,
             write_end: 0,
+            queued: Vec::new(),
         }
     }
 
@@ -66,74 +74,179 @@ impl UringSocket {
         self.fd.as_ref().map_or(-1, AsRawFd::as_raw_fd)
     }
 
-    /// Reads into `into` (called with the bytes available), like `AsyncRead::poll_read`.
+    /// Reads into `into` (called once, with at most `room` bytes), like
+    /// `AsyncRead::poll_read`; an empty slice means end of stream.
     pub fn poll_read_with(
         &mut self,
         cx: &mut Context<'_>,
         room: usize,
         into: impl FnOnce(&[u8]),
     ) -> Poll<io::Result<()>> {
-        if self.read_at == self.read_end && !self.eof {
-            ready!(self.poll_fill(cx))?;
+        if self.unread.is_empty() && !self.eof {
+            ready!(self.poll_fill(cx, Some(room), into))?;
+            return Poll::Ready(Ok(()));
         }
-        let n = room.min(self.read_end - self.read_at);
-        into(&self.read_buf[self.read_at..self.read_at + n]);
-        self.read_at += n;
+        let n = room.min(self.unread.len() - self.unread_at);
+        into(&self.unread[self.unread_at..self.unread_at + n]);
+        self.unread_at += n;
+        if self.unread_at == self.unread.len() {
+            // Freed rather than kept: an idle connection holds no receive buffer.
+            self.unread = Vec::new();
+            self.unread_at = 0;
+        }
         Poll::Ready(Ok(()))
     }
 
-    fn poll_fill(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        let index = match self.recv {
-            Some(index) => index,
-            None => {
-                let mut buf = std::mem::take(&mut self.read_buf);
-                if buf.len() < RECV_BUF {
-                    buf.resize(RECV_BUF, 0);
-                }
-                let fd = self.raw();
-                let index = self.driver.submit(Buf::Bytes(buf), |buf| {
-                    let Buf::Bytes(bytes) = buf else {
-                        unreachable!("a byte buffer was given")
-                    };
-                    let len = u32::try_from(bytes.len()).unwrap_or(u32::MAX);
-                    opcode::Recv::new(types::Fd(fd), bytes.as_mut_ptr(), len).build()
-                });
-                self.recv = Some(index);
-                index
-            }
-        };
-        let (result, buf) = ready!(self.driver.poll_op(index, cx));
-        self.recv = None;
-        if let Buf::Bytes(bytes) = buf {
-            self.read_buf = bytes;
+    /// Waits until data (or the end of the stream) has arrived, without taking it: it stays
+    /// buffered in the socket for the next read.
+    pub fn poll_read_ready(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        if !self.unread.is_empty() || self.eof {
+            return Poll::Ready(Ok(()));
         }
-        self.read_at = 0;
-        self.read_end = 0;
-        match result {
-            n if n > 0 => {
-                self.read_end = usize::try_from(n).unwrap_or(0).min(self.read_buf.len());
-                Poll::Ready(Ok(()))
-            }
-            0 => {
-                self.eof = true;
-                Poll::Ready(Ok(()))
-            }
-            err => Poll::Ready(Err(io::Error::from_raw_os_error(-err))),
+        self.poll_fill(cx, None, |_| {})
+    }
+
+    /// Drops buffers kept for reuse (an idle connection needs none).
+    pub fn release_buffers(&mut self) {
+        if self.send.is_none() {
+            self.write_buf = Vec::new();
+        }
+        if self.queued.is_empty() {
+            self.queued = Vec::new();
         }
     }
 
-    /// Copies `data` into the send buffer and starts sending it; waits while a send is in
-    /// flight.
+    /// Receives once: with `room`, hands up to `room` bytes to `into` and keeps the rest in
+    /// `unread`; without, keeps everything in `unread`. At end of stream `into` gets nothing.
+    fn poll_fill(
+        &mut self,
+        cx: &mut Context<'_>,
+        room: Option<usize>,
+        into: impl FnOnce(&[u8]),
+    ) -> Poll<io::Result<()>> {
+        loop {
+            let id = match self.recv {
+                Some(id) => id,
+                None => {
+                    let id = self.start_recv();
+                    self.recv = Some(id);
+                    id
+                }
+            };
+            let (result, flags, buf) = ready!(self.driver.poll_op_flags(id, cx));
+            self.recv = None;
+            let n = match result {
+                n if n > 0 => usize::try_from(n).unwrap_or(0),
+                0 => {
+                    self.eof = true;
+                    if room.is_some() {
+                        into(&[]);
+                    }
+                    return Poll::Ready(Ok(()));
+                }
+                err if err == -libc::ENOBUFS => {
+                    // Every provided buffer is taken: this receive uses a buffer of its own.
+                    self.own_buffer = true;
+                    continue;
+                }
+                err => return Poll::Ready(Err(io::Error::from_raw_os_error(-err))),
+            };
+            let room = room.unwrap_or(0);
+            if let Buf::Bytes(mut bytes) = buf {
+                bytes.truncate(n);
+                let given = room.min(bytes.len());
+                if room > 0 {
+                    into(&bytes[..given]);
+                }
+                if given < bytes.len() {
+                    self.unread = bytes;
+                    self.unread_at = given;
+                }
+            } else {
+                let unread = self.driver.take_provided(flags, n, |data| {
+                    let given = room.min(data.len());
+                    if room > 0 {
+                        into(&data[..given]);
+                    }
+                    data[given..].to_vec()
+                });
+                self.unread = unread;
+                self.unread_at = 0;
+            }
+            return Poll::Ready(Ok(()));
+        }
+    }
+
+    /// Submits a receive: into a provided buffer the kernel picks when data arrives, or (without
+    /// a buffer ring, or after ENOBUFS) into a buffer of the socket's own.
+    fn start_recv(&mut self) -> OpId {
+        let fd = self.raw();
+        match self.driver.buf_group() {
+            Some(group) if !std::mem::take(&mut self.own_buffer) => {
+                self.driver.submit(Buf::None, |_| {
+                    opcode::Recv::new(types::Fd(fd), std::ptr::null_mut(), 0)
+                        .buf_group(group)
+                        .build()
+                        .flags(squeue::Flags::BUFFER_SELECT)
+                })
+            }
+            _ => self.driver.submit(Buf::Bytes(vec![0; RECV_BUF]), |buf| {
+                let Buf::Bytes(bytes) = buf else {
+                    unreachable!("a byte buffer was given")
+                };
+                let len = u32::try_from(bytes.len()).unwrap_or(u32::MAX);
+                opcode::Recv::new(types::Fd(fd), bytes.as_mut_ptr(), len).build()
+            }),
+        }
+    }
+
+    /// Copies `data` into the send buffer; see [`Self::poll_write_vectored`].
     pub fn poll_write(&mut self, cx: &mut Context<'_>, data: &[u8]) -> Poll<io::Result<usize>> {
-        ready!(self.poll_flush(cx))?;
-        let n = data.len().min(SEND_BUF);
-        let mut buf = std::mem::take(&mut self.write_buf);
-        buf.clear();
-        buf.extend_from_slice(&data[..n]);
+        self.poll_write_vectored(cx, &[io::IoSlice::new(data)])
+    }
+
+    /// Copies `bufs` (up to [`SEND_BUF`] bytes) into the send buffer and starts sending it.
+    /// While a send is in flight the bytes are queued to go next, so that the writer can
+    /// prepare more while the kernel sends; it waits only when that queue is full too.
+    pub fn poll_write_vectored(
+        &mut self,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        if bufs.iter().all(|buf| buf.is_empty()) {
+            return Poll::Ready(Ok(0));
+        }
+        match self.poll_sends(cx) {
+            Poll::Ready(Err(err)) => return Poll::Ready(Err(err)),
+            Poll::Ready(Ok(())) if !self.queued.is_empty() => self.start_queued(),
+            Poll::Ready(Ok(())) | Poll::Pending => {}
+        }
+        if self.send.is_none() {
+            let mut buf = std::mem::take(&mut self.write_buf);
+            buf.clear();
+            let n = gather(&mut buf, bufs, SEND_BUF);
+            self.write_at = 0;
+            self.write_end = buf.len();
+            self.start_send(buf);
+            return Poll::Ready(Ok(n));
+        }
+        let room = SEND_BUF.saturating_sub(self.queued.len());
+        if room == 0 {
+            // `poll_sends` registered the waker with the send in flight.
+            return Poll::Pending;
+        }
+        Poll::Ready(Ok(gather(&mut self.queued, bufs, room)))
+    }
+
+    /// Sends what was queued behind the send that just completed.
+    fn start_queued(&mut self) {
+        let next = std::mem::take(&mut self.queued);
+        let mut spare = std::mem::take(&mut self.write_buf);
+        spare.clear();
+        self.queued = spare;
         self.write_at = 0;
-        self.write_end = n;
-        self.start_send(buf);
-        Poll::Ready(Ok(n))
+        self.write_end = next.len();
+        self.start_send(next);
     }
 
     fn start_send(&mut self, buf: Vec<u8>) {
@@ -156,6 +269,18 @@ impl UringSocket {
 
     /// Waits until every byte written so far has been handed to the kernel.
     pub fn poll_flush(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        loop {
+            ready!(self.poll_sends(cx))?;
+            if self.queued.is_empty() {
+                return Poll::Ready(Ok(()));
+            }
+            self.start_queued();
+        }
+    }
+
+    /// Collects completed sends (re-submitting the rest of a partial one); ready once no send
+    /// is in flight.
+    fn poll_sends(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         while let Some(index) = self.send {
             let (result, buf) = ready!(self.driver.poll_op(index, cx));
             self.send = None;
@@ -217,6 +342,20 @@ impl UringSocket {
         }
         Ok(Self::from_fd(driver, fd))
     }
+}
+
+/// Appends to `to` at most `limit` bytes from `bufs`, in order; returns how many.
+fn gather(to: &mut Vec<u8>, bufs: &[io::IoSlice<'_>], limit: usize) -> usize {
+    let mut left = limit;
+    for buf in bufs {
+        if left == 0 {
+            break;
+        }
+        let n = buf.len().min(left);
+        to.extend_from_slice(&buf[..n]);
+        left -= n;
+    }
+    limit - left
 }
 
 /// Cancels an operation if the future waiting for it is dropped.
