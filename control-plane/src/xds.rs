@@ -137,7 +137,8 @@ impl AggregatedDiscoveryService for Xds {
         &self,
         request: Request<Streaming<DiscoveryRequest>>,
     ) -> Result<Response<Self::StreamAggregatedResourcesStream>, Status> {
-        let (tx, rx) = mpsc::channel(16);
+        // Two responses queued at most: a slow client holds back its own stream, not memory.
+        let (tx, rx) = mpsc::channel(2);
         let stream = Stream {
             tx,
             snapshot: self.snapshot.clone(),
@@ -338,23 +339,63 @@ impl Stream {
                 return Ok(());
             }
         }
-        let nonce = self.nonces.fetch_add(1, Ordering::Relaxed).to_string();
-        state.nonce = Some(nonce.clone());
-        let response = DiscoveryResponse {
-            version_info: version.clone(),
-            resources,
-            type_url: type_url.to_owned(),
-            nonce,
-            ..Default::default()
+        // Named types go in batches of about MAX_RESPONSE_BYTES: tonic keeps a stream's encode
+        // buffer as large as the largest message it sent, so one 300 KiB response per stream
+        // would hold 300 KiB per stream for good. Each batch is a response of its own; the
+        // client ACKs the last one.
+        let batches = if complete {
+            vec![resources]
+        } else {
+            batch(resources)
         };
+        let mut sent = 0;
+        for resources in batches {
+            let nonce = self.nonces.fetch_add(1, Ordering::Relaxed).to_string();
+            state.nonce = Some(nonce.clone());
+            let response = DiscoveryResponse {
+                version_info: version.clone(),
+                resources,
+                type_url: type_url.to_owned(),
+                nonce,
+                ..Default::default()
+            };
+            self.tx.send(Ok(response)).await.map_err(|_| ())?;
+            sent += 1;
+        }
         if let Some(node) = &self.node {
             self.nodes.update(node, |n| {
                 let status = n.types.entry(type_url.to_owned()).or_default();
                 status.sent = Some(version);
-                status.responses += 1;
+                status.responses += sent;
             });
         }
-        self.nodes.responses.fetch_add(1, Ordering::Relaxed);
-        self.tx.send(Ok(response)).await.map_err(|_| ())
+        self.nodes.responses.fetch_add(sent, Ordering::Relaxed);
+        Ok(())
     }
+}
+
+/// The largest batch of named resources one response carries (a single larger resource goes
+/// alone).
+const MAX_RESPONSE_BYTES: usize = 64 * 1024;
+
+fn batch(
+    resources: Vec<envoy_types::pb::google::protobuf::Any>,
+) -> Vec<Vec<envoy_types::pb::google::protobuf::Any>> {
+    use prost::Message;
+    let mut batches = Vec::new();
+    let mut current = Vec::new();
+    let mut size = 0;
+    for resource in resources {
+        let len = resource.encoded_len();
+        if !current.is_empty() && size + len > MAX_RESPONSE_BYTES {
+            batches.push(std::mem::take(&mut current));
+            size = 0;
+        }
+        size += len;
+        current.push(resource);
+    }
+    if !current.is_empty() {
+        batches.push(current);
+    }
+    batches
 }
