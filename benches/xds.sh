@@ -33,7 +33,9 @@ runs = [json.loads(l) for l in sys.stdin if l.strip()]
 def row(key, label, fmt="{:.1f}"):
     xs = [r[key] for r in runs]
     return f"| {label} | {fmt.format(st.median(xs))} ({fmt.format(min(xs))}–{fmt.format(max(xs))}) |"
-print(f"{runs[0][\"streams\"]} ADS streams, {runs[0][\"endpoints\"]} endpoints (TCP health checks every 5 s), {len(runs)} runs, median (min–max):\n")
+first = runs[0]
+streams, endpoints = first["streams"], first["endpoints"]
+print(f"{streams} ADS streams, {endpoints} endpoints (TCP health checks every 5 s), {len(runs)} runs, median (min–max):\n")
 print("| figure | value |")
 print("|---|---|")
 print(row("push_to_all_acks_ms", "health change: first stream has it → every stream ACKed it, ms (target < 1000)"))

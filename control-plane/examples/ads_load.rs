@@ -282,15 +282,18 @@ async fn main() {
         }
         None => std::process::Command::new(&cp_binary),
     };
-    let mut child = command
+    let child = command
         .args(["run", "--xds", &format!("127.0.0.1:{xds_port}")])
         .args(["--admin", &format!("127.0.0.1:{admin_port}")])
         .arg("--config")
         .arg(&path)
         .env("STRAIT_LOG", "warn")
+        .stdout(std::process::Stdio::null())
         .spawn()
         .expect("strait-cp starts");
     let pid = child.id();
+    // strait-cp must not outlive this program, even when a wait below fails.
+    let child = KillOnDrop(child);
     let xds: SocketAddr = format!("127.0.0.1:{xds_port}").parse().unwrap();
 
     let counts = Arc::new(Counts::default());
@@ -359,7 +362,15 @@ async fn main() {
     for task in tasks {
         task.abort();
     }
-    let _ = child.kill();
-    let _ = child.wait();
+    drop(child);
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+struct KillOnDrop(std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
 }
