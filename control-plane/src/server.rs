@@ -27,6 +27,18 @@ pub struct Options {
     pub registry: Option<SocketAddr>,
 }
 
+impl Options {
+    /// xDS and the admin API on free loopback ports (the registration API as the config says).
+    pub fn loopback() -> Self {
+        let any = SocketAddr::from(([127, 0, 0, 1], 0));
+        Self {
+            xds: Some(any),
+            admin: Some(any),
+            registry: None,
+        }
+    }
+}
+
 /// The admin API's address when neither the command line nor the config names one.
 pub const DEFAULT_ADMIN: SocketAddr =
     SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST), 9902);

@@ -25,15 +25,6 @@ fn config(endpoint: &str, timeout: &str) -> strait_config::Config {
     .unwrap()
 }
 
-fn options() -> Options {
-    let any = SocketAddr::from(([127, 0, 0, 1], 0));
-    Options {
-        xds: Some(any),
-        admin: Some(any),
-        registry: None,
-    }
-}
-
 struct Client {
     tx: mpsc::UnboundedSender<DiscoveryRequest>,
     inbound: tonic::Streaming<DiscoveryResponse>,
@@ -91,7 +82,7 @@ impl Client {
 
 #[tokio::test]
 async fn ack_nack_and_unchanged_types_not_resent() {
-    let cp = ControlPlane::start(config("127.0.0.1:7001", "5s"), &options())
+    let cp = ControlPlane::start(config("127.0.0.1:7001", "5s"), &Options::loopback())
         .await
         .unwrap();
     let mut client = Client::connect(cp.xds_addr()).await;

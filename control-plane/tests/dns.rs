@@ -26,17 +26,9 @@ async fn a_dns_cluster_gets_the_resolved_addresses_with_their_health() {
         Format::Yaml,
     )
     .unwrap();
-    let any = SocketAddr::from(([127, 0, 0, 1], 0));
-    let cp = ControlPlane::start(
-        config,
-        &Options {
-            xds: Some(any),
-            admin: Some(any),
-            registry: None,
-        },
-    )
-    .await
-    .unwrap();
+    let cp = ControlPlane::start(config, &Options::loopback())
+        .await
+        .unwrap();
     let expected = SocketAddr::from(([127, 0, 0, 1], port));
     let config = cp.sources().config();
     let cluster = config.cluster("web").unwrap();

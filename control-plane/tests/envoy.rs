@@ -70,17 +70,9 @@ async fn envoy_follows_strait_cp_over_ads() {
         Format::Yaml,
     )
     .unwrap();
-    let any = SocketAddr::from(([127, 0, 0, 1], 0));
-    let cp = ControlPlane::start(
-        config,
-        &Options {
-            xds: Some(any),
-            admin: Some(any),
-            registry: None,
-        },
-    )
-    .await
-    .unwrap();
+    let cp = ControlPlane::start(config, &Options::loopback())
+        .await
+        .unwrap();
 
     let dir = std::env::temp_dir().join(format!("strait-envoy-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();

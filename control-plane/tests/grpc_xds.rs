@@ -7,7 +7,6 @@
 #![allow(clippy::unwrap_used)] // a failure is the test failing
 
 use std::collections::BTreeMap;
-use std::net::SocketAddr;
 use std::process::Command;
 
 use strait_config::{Format, parse};
@@ -32,17 +31,9 @@ async fn grpc_proxyless_client_spreads_calls_over_strait_cp_endpoints() {
         Format::Yaml,
     )
     .unwrap();
-    let any = SocketAddr::from(([127, 0, 0, 1], 0));
-    let cp = ControlPlane::start(
-        config,
-        &Options {
-            xds: Some(any),
-            admin: Some(any),
-            registry: None,
-        },
-    )
-    .await
-    .unwrap();
+    let cp = ControlPlane::start(config, &Options::loopback())
+        .await
+        .unwrap();
 
     let dir = std::env::temp_dir().join(format!("strait-grpc-xds-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();

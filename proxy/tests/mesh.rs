@@ -146,17 +146,9 @@ async fn proxies_follow_strait_cp_through_failures_registrations_and_restarts() 
     let b = Upstream::builder().name("b").start().await;
     let c = Upstream::builder().name("c").start().await;
     let stable = Upstream::builder().name("stable").start().await;
-    let any = SocketAddr::from(([127, 0, 0, 1], 0));
-    let cp = ControlPlane::start(
-        config("v1", None, stable.addr()),
-        &Options {
-            xds: Some(any),
-            admin: Some(any),
-            registry: None,
-        },
-    )
-    .await
-    .unwrap();
+    let cp = ControlPlane::start(config("v1", None, stable.addr()), &Options::loopback())
+        .await
+        .unwrap();
     let xds = cp.xds_addr();
     let registry = cp.registry_addr().unwrap();
     register(registry, a.addr()).await;
@@ -265,8 +257,7 @@ async fn proxies_follow_strait_cp_through_failures_registrations_and_restarts() 
         config("v4", None, stable.addr()),
         &Options {
             xds: Some(xds),
-            admin: Some(any),
-            registry: None,
+            ..Options::loopback()
         },
     )
     .await
