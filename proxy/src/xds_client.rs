@@ -333,13 +333,13 @@ fn handle(
             }
             Err(err) => {
                 let message = err.to_string();
-                // Routes naming a cluster the new cluster set lacks: the routes lag; hold.
-                let routes_lag = matches!(index, 0 | 1)
-                    && message
-                        .lines()
-                        .filter(|l| l.contains('('))
-                        .all(|l| l.contains("(E0203)"));
-                if !routes_lag {
+                // Not an error of this response, only of timing: no listener yet (clusters
+                // and endpoints come first), or routes naming a cluster the new cluster set
+                // lacks (the routes come next). Hold, and apply when the rest arrives.
+                let lagging = message.lines().filter(|l| l.contains("(E0")).all(|l| {
+                    l.contains("(E0004)") || (matches!(index, 0 | 1) && l.contains("(E0203)"))
+                });
+                if !lagging {
                     state.received = previous;
                     let mut out = nack(state, message);
                     out.extend(requests);
@@ -347,7 +347,7 @@ fn handle(
                 }
                 tracing::info!(
                     type_url = kind,
-                    "routes name clusters not received yet; waiting for them"
+                    "waiting for listeners or routes that match the clusters"
                 );
             }
         }
@@ -433,4 +433,175 @@ fn store(
         _ => {}
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use strait_config::{Format, parse};
+
+    #[derive(Default)]
+    struct Recorder {
+        applied: Vec<Config>,
+        refuse: Option<String>,
+    }
+
+    impl Apply for Recorder {
+        fn apply(&mut self, config: Config, _document: String) -> Result<(), String> {
+            if let Some(reason) = &self.refuse {
+                return Err(reason.clone());
+            }
+            self.applied.push(config);
+            Ok(())
+        }
+    }
+
+    fn settings() -> Settings {
+        Settings {
+            addresses: vec!["127.0.0.1:1".into()],
+            node_id: "n".into(),
+            node_cluster: "n".into(),
+        }
+    }
+
+    fn response(
+        kind: &str,
+        version: &str,
+        resources: Vec<envoy_types::pb::google::protobuf::Any>,
+    ) -> DiscoveryResponse {
+        DiscoveryResponse {
+            version_info: version.into(),
+            resources,
+            type_url: kind.into(),
+            nonce: format!("{kind}-{version}"),
+            ..Default::default()
+        }
+    }
+
+    fn resources() -> Resources {
+        let config = parse(
+            "listeners:\n  - name: l\n    address: 127.0.0.1:8080\n    virtual_hosts:\n      - name: v\n        domains: [\"*\"]\n        routes:\n          - match: { prefix: / }\n            cluster: up\nclusters:\n  - name: up\n    endpoints: [\"127.0.0.1:7001\"]\n",
+            Format::Yaml,
+        )
+        .expect("valid");
+        xds::to_resources(&config)
+    }
+
+    fn nacks(requests: &[DiscoveryRequest]) -> Vec<String> {
+        requests
+            .iter()
+            .filter_map(|r| r.error_detail.as_ref().map(|e| e.message.clone()))
+            .collect()
+    }
+
+    #[test]
+    fn clusters_and_endpoints_before_listeners_are_held_not_nacked() {
+        let r = resources();
+        let mut state = State::default();
+        let mut applier = Recorder::default();
+        let s = settings();
+        let cds = handle(
+            &s,
+            &mut state,
+            &mut applier,
+            &response(
+                type_url::CLUSTER,
+                "1",
+                r.clusters.iter().map(xds::any).collect(),
+            ),
+        );
+        assert!(nacks(&cds).is_empty(), "{:?}", nacks(&cds));
+        assert!(
+            cds.iter()
+                .any(|q| q.type_url == type_url::ENDPOINT && q.resource_names == ["up"]),
+            "subscribes to the endpoints"
+        );
+        let eds = handle(
+            &s,
+            &mut state,
+            &mut applier,
+            &response(
+                type_url::ENDPOINT,
+                "1",
+                r.assignments.iter().map(xds::any).collect(),
+            ),
+        );
+        assert!(
+            nacks(&eds).is_empty(),
+            "no listener yet is not an error: {:?}",
+            nacks(&eds)
+        );
+        assert!(applier.applied.is_empty());
+        let lds = handle(
+            &s,
+            &mut state,
+            &mut applier,
+            &response(
+                type_url::LISTENER,
+                "1",
+                r.listeners.iter().map(xds::any).collect(),
+            ),
+        );
+        assert!(nacks(&lds).is_empty());
+        assert!(
+            applier.applied.is_empty(),
+            "the listener waits for its routes"
+        );
+        let rds = handle(
+            &s,
+            &mut state,
+            &mut applier,
+            &response(
+                type_url::ROUTE,
+                "1",
+                r.routes.iter().map(xds::any).collect(),
+            ),
+        );
+        assert!(nacks(&rds).is_empty());
+        assert_eq!(applier.applied.len(), 1, "complete: applied once");
+    }
+
+    #[test]
+    fn a_refused_config_is_nacked_with_the_reason_and_the_previous_kept() {
+        let r = resources();
+        let mut state = State::default();
+        let mut applier = Recorder::default();
+        let s = settings();
+        for (kind, items) in [
+            (
+                type_url::CLUSTER,
+                r.clusters.iter().map(xds::any).collect::<Vec<_>>(),
+            ),
+            (
+                type_url::ENDPOINT,
+                r.assignments.iter().map(xds::any).collect(),
+            ),
+            (
+                type_url::LISTENER,
+                r.listeners.iter().map(xds::any).collect(),
+            ),
+            (type_url::ROUTE, r.routes.iter().map(xds::any).collect()),
+        ] {
+            handle(&s, &mut state, &mut applier, &response(kind, "1", items));
+        }
+        assert_eq!(applier.applied.len(), 1);
+        applier.refuse = Some("listener l could not bind 127.0.0.1:8080".into());
+        let mut changed = r.assignments[0].clone();
+        changed.endpoints[0].lb_endpoints.clear();
+        let out = handle(
+            &s,
+            &mut state,
+            &mut applier,
+            &response(type_url::ENDPOINT, "2", vec![xds::any(&changed)]),
+        );
+        assert_eq!(nacks(&out), ["listener l could not bind 127.0.0.1:8080"]);
+        assert_eq!(
+            out[0].version_info, "1",
+            "the NACK names the version still in use"
+        );
+        assert_eq!(
+            state.applied.as_ref().map(|a| a.assignments.clone()),
+            Some(r.assignments)
+        );
+    }
 }

@@ -170,6 +170,13 @@ async fn proxies_follow_strait_cp_through_failures_registrations_and_restarts() 
         }
     }
 
+    // Getting there took no NACK: clusters and endpoints before listeners is warming.
+    for (id, node) in cp.nodes().all() {
+        for (kind, status) in node.types {
+            assert!(status.nack.is_none(), "{id} {kind}: {:?}", status.nack);
+        }
+    }
+
     // Backend b dies: within interval x unhealthy_threshold + 1 s no request goes to it, and
     // none fails after that.
     let killed = Instant::now();
