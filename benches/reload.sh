@@ -33,30 +33,9 @@ fi
 cargo build --release --locked -p strait-proxy >/dev/null
 STRAIT=target/release/strait
 
-work=$(mktemp -d)
-chmod 755 "$work"
-trap 'kill $(jobs -p) 2>/dev/null || true; sleep 0.3; rm -rf "$work"' EXIT
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-
-ORIGIN_PORT=$(free_port)
-head -c 1024 /dev/zero | tr '\0' 'x' > "$work/body"
-cat > "$work/nginx.conf" <<CONF
-worker_processes 1;
-daemon off;
-pid $work/nginx.pid;
-error_log $work/nginx-error.log;
-events { worker_connections 4096; }
-http {
-  access_log off;
-  keepalive_requests 1000000;
-  server {
-    listen 127.0.0.1:$ORIGIN_PORT;
-    location / { root $work; try_files /body =404; }
-  }
-}
-CONF
-taskset -c "$LOAD_CPU" nginx -c "$work/nginx.conf" -p "$work" &
-sleep 0.5
+# shellcheck source=lib/origin.sh
+source benches/lib/origin.sh
+start_origin "$LOAD_CPU"
 
 PROXY_PORT=$(free_port)
 ADMIN_PORT=$(free_port)
