@@ -168,11 +168,6 @@ impl ViewCache {
         }
     }
 
-    /// The worker's metrics shard.
-    pub fn shard(&self) -> &Arc<Shard> {
-        &self.shard
-    }
-
     /// The current view, rebuilt if the snapshot changed. Per-worker state of clusters whose
     /// definition did not change is carried over.
     pub fn view(&self) -> Rc<WorkerView> {

@@ -181,11 +181,6 @@ impl EndpointPool {
         u32::try_from(self.stats.in_flight.get()).unwrap_or(0)
     }
 
-    /// Open connections from this worker.
-    pub fn open_connections(&self) -> usize {
-        self.open.get()
-    }
-
     /// An idle HTTP/1.1 connection, or a new one.
     ///
     /// # Errors
