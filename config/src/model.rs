@@ -496,7 +496,7 @@ pub struct HealthCheck {
 /// How an endpoint is checked.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum HealthProtocol {
-    /// `GET path` (with `host`, default the endpoint's address); healthy when the status is
+    /// `GET path` (with `host`, default the cluster name, as Envoy does); healthy when the status is
     /// one of `expected_statuses` (default 200..=299).
     Http {
         /// The path requested.
