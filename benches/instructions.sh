@@ -1,0 +1,128 @@
+#!/usr/bin/env bash
+# User-space instructions per request of a proxy, counted by callgrind (issue #4).
+#
+#   benches/instructions.sh                          # strait on io_uring and epoll, NGINX
+#   PROXIES="strait-epoll" CASES=h1 benches/instructions.sh
+#
+# CPU time on this shared 2-core machine moves by 20-30 % from one run to the next; the number
+# of instructions the proxy executes does not. Each proxy runs under valgrind's callgrind with
+# one worker behind the NGINX origin of benches/lib/origin.sh; WARM requests are sent and the
+# counters zeroed, then REQUESTS more are sent and the counters dumped. The figure is the
+# instructions executed in user space in that window divided by REQUESTS (the kernel's share is
+# not counted: see the perf profiles in RESULTS.md for it). Prints one line per proxy and case.
+# KEEP=dir keeps each window's callgrind file there (read it with callgrind_annotate).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+PROXIES=${PROXIES:-"strait-uring strait-epoll nginx"}
+CASES=${CASES:-"h1 h2c"}
+WARM=${WARM:-1000}
+REQUESTS=${REQUESTS:-4000}
+CONNECTIONS=${CONNECTIONS:-32}
+STRAIT=${STRAIT:-target/release/strait}
+say() { echo "instructions: $*" >&2; }
+
+command -v valgrind >/dev/null && command -v h2load >/dev/null && command -v nginx >/dev/null || {
+  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq valgrind nghttp2-client nginx-light >/dev/null
+}
+if [[ " $PROXIES " == *" strait"* && ! -x $STRAIT ]]; then
+  cargo build --release -p strait-proxy --bin strait
+fi
+
+source benches/lib/origin.sh
+start_origin 0
+
+wait_port() {
+  for _ in $(seq 300); do
+    local http=--http1.1
+    [[ $CASE == h2c ]] && http=--http2-prior-knowledge
+    curl -s "$http" -o /dev/null "http://127.0.0.1:$1/" && return 0
+    sleep 0.1
+  done
+  say "nothing answers on port $1"; exit 1
+}
+
+start() { # $1 = proxy; sets PORT and PID (the valgrind process)
+  PORT=$(free_port)
+  local grind=(valgrind --tool=callgrind --callgrind-out-file="$work/cg.%p" --dump-instr=no)
+  case $1 in
+    strait-uring | strait-epoll)
+      cat > "$work/strait.yaml" <<CONF
+listeners:
+  - name: bench
+    address: 127.0.0.1:$PORT
+    protocol: http
+    limits: { header_read_timeout: 120s, idle_timeout: 300s }
+    virtual_hosts:
+      - name: all
+        domains: ["*"]
+        routes:
+          - match: { prefix: / }
+            cluster: origin
+clusters:
+  - name: origin
+    endpoints: ["127.0.0.1:$ORIGIN_PORT"]
+CONF
+      taskset -c 1 "${grind[@]}" "$STRAIT" run --config "$work/strait.yaml" --workers 1 \
+        --io "${1#strait-}" --no-watch 2>"$work/proxy.log" &
+      ;;
+    nginx)
+      # NGINX 1.22 speaks h2c with prior knowledge only on a port of its own: for h2c,
+      # that is the one listener.
+      local h2=""
+      [[ $CASE == h2c ]] && h2=" http2"
+      mkdir -p "$work/nginx"
+      cat > "$work/nginx/nginx.conf" <<CONF
+worker_processes 1;
+master_process off;
+daemon off;
+pid $work/nginx/nginx.pid;
+error_log $work/nginx/error.log;
+events { worker_connections 4096; }
+http {
+  access_log off;
+  keepalive_requests 1000000;
+  upstream origin { server 127.0.0.1:$ORIGIN_PORT; keepalive 64; }
+  server {
+    listen 127.0.0.1:$PORT$h2;
+    location / {
+      proxy_pass http://origin;
+      proxy_http_version 1.1;
+      proxy_set_header Connection "";
+    }
+  }
+}
+CONF
+      taskset -c 1 "${grind[@]}" nginx -c "$work/nginx/nginx.conf" -p "$work/nginx" 2>"$work/proxy.log" &
+      ;;
+    *) say "unknown proxy $1"; exit 2 ;;
+  esac
+  PID=$!
+  wait_port "$PORT"
+}
+
+load() { # $1 = requests
+  local args=(-t1 -c"$CONNECTIONS" -n"$1")
+  if [[ $CASE == h1 ]]; then args+=(--h1); else args+=(-m10); fi
+  local out
+  out=$(taskset -c 0 h2load "${args[@]}" "http://127.0.0.1:$PORT/")
+  grep -q "requests: $1 total, $1 started, $1 done, $1 succeeded" <<<"$out" || {
+    say "not every request succeeded: $(grep '^requests:' <<<"$out")"; exit 1
+  }
+}
+
+for proxy in $PROXIES; do
+  for CASE in $CASES; do
+    start "$proxy"
+    load "$WARM"
+    rm -f "$work"/cg.*
+    callgrind_control -z "$PID" >/dev/null 2>&1
+    load "$REQUESTS"
+    callgrind_control -d "$PID" >/dev/null 2>&1
+    kill "$PID"; wait "$PID" 2>/dev/null || true
+    # The first dump (cg.PID.1) holds exactly the window, every thread together.
+    [[ -n ${KEEP:-} ]] && mkdir -p "$KEEP" && cp "$work"/cg.*.1 "$KEEP/$proxy-$CASE.callgrind"
+    ir=$(awk '/^summary:/ {s += $2} END {print s + 0}' "$work"/cg.*.1)
+    echo "$proxy $CASE: $((ir / REQUESTS)) instructions/request ($REQUESTS requests, -c$CONNECTIONS)"
+  done
+done
