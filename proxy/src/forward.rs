@@ -47,6 +47,8 @@ pub struct Downstream {
     pub listener: Rc<str>,
     /// The client's address.
     pub peer: SocketAddr,
+    /// The client's IP address as a header value, for `X-Forwarded-For`.
+    pub client_ip: HeaderValue,
     /// Flags HTTP/1.1 heads with both Content-Length and Transfer-Encoding.
     pub framing: Arc<FramingGuard>,
     /// HTTP/1.x requests received so far on this connection.
@@ -484,7 +486,7 @@ async fn prepare_request(
     };
 
     headers::remove_hop_by_hop(&mut parts.headers, upgrade, true);
-    headers::append_forwarded(&mut parts.headers, conn.peer.ip(), "http");
+    headers::append_forwarded(&mut parts.headers, &conn.client_ip, "http");
     headers::apply_changes(&mut parts.headers, route.request_headers());
 
     let path_and_query = rewritten_path(&parts.uri, route)?;

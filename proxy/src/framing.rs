@@ -105,6 +105,18 @@ impl FramingScanner {
         }
         let mut i = 0;
         while i < bytes.len() {
+            // Most bytes of a head are skipped up to the next line: find it with memchr
+            // instead of stepping the state machine one byte at a time.
+            if let Some(next) = self.after_newline() {
+                match memchr::memchr(b'\n', &bytes[i..]) {
+                    Some(at) => {
+                        i += at + 1;
+                        self.state = next;
+                        continue;
+                    }
+                    None => return,
+                }
+            }
             let b = bytes[i];
             i += 1;
             self.state = match self.state {
@@ -236,6 +248,16 @@ impl FramingScanner {
                     _ => State::TrailerSkip,
                 },
             };
+        }
+    }
+
+    /// For the states that skip to the end of the line: the state after its `\n`.
+    fn after_newline(&self) -> Option<State> {
+        match self.state {
+            State::RequestLine | State::SkipLine => Some(State::LineStart),
+            State::ChunkExt => Some(self.chunk_start()),
+            State::TrailerSkip => Some(State::TrailerLineStart),
+            _ => None,
         }
     }
 

@@ -364,6 +364,7 @@ fn serve(
         listener_index: serving.index,
         listener: Rc::clone(name),
         peer,
+        client_ip: crate::headers::client_ip_value(peer.ip()),
         framing: Arc::default(),
         requests: Cell::new(0),
         stats: Arc::clone(stats),
