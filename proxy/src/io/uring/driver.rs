@@ -134,7 +134,8 @@ pub struct Driver {
     /// Receive buffers shared by every socket of the worker; declared after `ring` so that
     /// the ring is closed before their memory is freed. `None` when the kernel has no
     /// provided-buffer rings (before 5.19): sockets then receive into buffers of their own.
-    bufs: Option<BufRing>,
+    /// The provided-buffer rings: small, then large (none without kernel support).
+    bufs: Vec<BufRing>,
 }
 
 impl std::fmt::Debug for Driver {
@@ -163,6 +164,12 @@ impl Driver {
     ///
     /// `gauge` follows the number of operations in flight (for the metrics).
     pub fn new(entries: u32, gauge: Arc<Gauge>) -> io::Result<Rc<Self>> {
+        Self::build(entries, gauge, true)
+    }
+
+    /// A ring without provided buffers (`provided: false`): every receive uses a buffer of its
+    /// socket's own, as on kernels without buffer rings.
+    pub(super) fn build(entries: u32, gauge: Arc<Gauge>, provided: bool) -> io::Result<Rc<Self>> {
         let ring = IoUring::builder()
             .setup_cqsize(entries * 4)
             // Completions are posted without interrupting the worker with an IPI; it runs the
@@ -170,25 +177,33 @@ impl Driver {
             .setup_coop_taskrun()
             .setup_single_issuer()
             .build(entries)?;
-        let bufs = BufRing::new(PROVIDED_COUNT, PROVIDED_SIZE).and_then(|bufs| {
+        let mut bufs = Vec::new();
+        let groups = [
+            (SMALL_GROUP, SMALL_COUNT, SMALL_PROVIDED, 0),
+            (LARGE_GROUP, LARGE_COUNT, LARGE_PROVIDED, SMALL_COUNT),
+        ];
+        for (group, count, size, base) in groups.into_iter().filter(|_| provided) {
+            let Some(ring_bufs) = BufRing::new(group, count, size, base) else {
+                break;
+            };
             // SAFETY: the entries stay allocated and in place until the driver is dropped,
             // which unregisters the group (and closes the ring) before freeing them.
             let registered = unsafe {
                 ring.submitter().register_buf_ring_with_flags(
-                    bufs.entries.as_ptr() as u64,
-                    PROVIDED_COUNT,
-                    BUF_GROUP,
+                    ring_bufs.entries.as_ptr() as u64,
+                    count,
+                    group,
                     0,
                 )
             };
             match registered {
-                Ok(()) => Some(bufs),
+                Ok(()) => bufs.push(ring_bufs),
                 Err(err) => {
-                    tracing::info!(error = %err, "no provided-buffer ring; per-socket buffers");
-                    None
+                    tracing::info!(error = %err, group, "no provided-buffer ring; per-socket buffers");
+                    break;
                 }
             }
-        });
+        }
         Ok(Rc::new(Self {
             bufs,
             ring: RefCell::new(ring),
@@ -487,28 +502,52 @@ impl Driver {
 
 // === provided buffers ===
 
-/// The buffer group of the worker's receive buffers.
-const BUF_GROUP: u16 = 0;
-/// Provided receive buffers per worker (a power of two). Sockets copy out of a buffer and give
-/// it back as soon as its receive completes, so only receives completing in the same scheduler
+/// The group of small provided buffers, which most receives use: request heads, small
+/// responses. Buffer ids `0..SMALL_COUNT`.
+const SMALL_GROUP: u16 = 0;
+/// Small provided buffers per worker (a power of two). Sockets copy out of a buffer and give it
+/// back as soon as its receive completes, so only receives completing in the same scheduler
 /// round hold one; when they run out, a receive fails with ENOBUFS and the socket retries with a
-/// buffer of its own (none did at 64 connections under `wrk -c32`).
-const PROVIDED_COUNT: u16 = 64;
-/// The size of each provided buffer: 64 KiB moved 1 MiB bodies 44 % faster than 16 KiB (fewer
-/// receive round trips), for the same 4 MiB per worker.
-const PROVIDED_SIZE: usize = 64 * 1024;
+/// buffer of its own. 64 were too few for h2c (`h2load -c32 -m10`: 320 upstream responses can
+/// complete in one round; 0.39 receives per request fell back).
+const SMALL_COUNT: u16 = 256;
+/// The size of a small provided buffer. A socket whose receive fills one switches to the large
+/// group (see [`Driver::buf_group`]).
+pub(super) const SMALL_PROVIDED: usize = 4 * 1024;
+/// The group of large provided buffers, for sockets that stream (their last receive filled a
+/// small buffer). Buffer ids `SMALL_COUNT..SMALL_COUNT + LARGE_COUNT`.
+const LARGE_GROUP: u16 = 1;
+/// Large provided buffers per worker (a power of two).
+const LARGE_COUNT: u16 = 32;
+/// 64 KiB moved 1 MiB bodies 44 % faster than 16 KiB (fewer receive round trips). Small and
+/// large together take 3 MiB per worker, resident only once the kernel has written to them.
+const LARGE_PROVIDED: usize = 64 * 1024;
 
 impl Driver {
-    /// The buffer group for buffer-select receives, when the kernel has provided-buffer rings.
-    pub fn buf_group(&self) -> Option<u16> {
-        self.bufs.as_ref().map(|_| BUF_GROUP)
+    /// The buffer group for a buffer-select receive, when the kernel has provided-buffer rings:
+    /// the large one if `large` (and it exists), else the small one.
+    pub fn buf_group(&self, large: bool) -> Option<u16> {
+        let ring = if large {
+            self.bufs.last()
+        } else {
+            self.bufs.first()
+        };
+        ring.map(|ring| ring.group)
+    }
+
+    fn ring_of(&self, bid: u16) -> Option<&BufRing> {
+        self.bufs
+            .iter()
+            .find(|ring| (ring.base..ring.base + ring.count).contains(&bid))
     }
 
     /// Calls `f` with the first `len` bytes of the provided buffer that a completion with
     /// `flags` names, then gives the buffer back to the kernel. Without a buffer in `flags`,
     /// `f` gets an empty slice.
     pub fn take_provided<R>(&self, flags: u32, len: usize, f: impl FnOnce(&[u8]) -> R) -> R {
-        let (Some(bufs), Some(bid)) = (&self.bufs, cqueue::buffer_select(flags)) else {
+        let Some((bufs, bid)) =
+            cqueue::buffer_select(flags).and_then(|bid| Some((self.ring_of(bid)?, bid)))
+        else {
             return f(&[]);
         };
         let result = f(bufs.data(bid, len));
@@ -518,7 +557,9 @@ impl Driver {
 
     /// Gives back to the kernel the provided buffer a completion's `flags` name, if any.
     fn recycle(&self, flags: u32) {
-        if let (Some(bufs), Some(bid)) = (&self.bufs, cqueue::buffer_select(flags)) {
+        if let Some((bufs, bid)) =
+            cqueue::buffer_select(flags).and_then(|bid| Some((self.ring_of(bid)?, bid)))
+        {
             bufs.provide(bid);
         }
     }
@@ -526,8 +567,11 @@ impl Driver {
 
 /// A provided-buffer ring (`IORING_REGISTER_PBUF_RING`): `count` buffers of `size` bytes that
 /// the kernel picks from when data arrives for a buffer-select receive, so that a socket
-/// waiting for data holds no buffer of its own.
+/// waiting for data holds no buffer of its own. Its buffer ids are `base..base + count`, apart
+/// from every other ring's, so that a completion's id alone names the ring.
 struct BufRing {
+    group: u16,
+    base: u16,
     /// `count` ring entries, page-aligned; the first entry's reserved field is the tail.
     entries: NonNull<BufRingEntry>,
     count: u16,
@@ -547,7 +591,7 @@ impl BufRing {
     }
 
     /// Allocates the ring and its buffers and provides every buffer; `None` if out of memory.
-    fn new(count: u16, size: usize) -> Option<Self> {
+    fn new(group: u16, count: u16, size: usize, base: u16) -> Option<Self> {
         debug_assert!(count.is_power_of_two());
         let entries_layout = Self::entries_layout(count)?;
         let data_layout = Self::data_layout(count, size)?;
@@ -567,13 +611,15 @@ impl BufRing {
             return None;
         };
         let ring = Self {
+            group,
+            base,
             entries: entries.cast(),
             count,
             tail: Cell::new(0),
             data,
             size,
         };
-        for bid in 0..count {
+        for bid in base..base + count {
             ring.provide(bid);
         }
         Some(ring)
@@ -581,8 +627,8 @@ impl BufRing {
 
     /// The first `len` bytes of buffer `bid`.
     fn data(&self, bid: u16, len: usize) -> &[u8] {
-        let bid = usize::from(bid % self.count);
-        // SAFETY: `bid < count`, so the range lies within the data allocation; the kernel
+        let bid = usize::from(bid.wrapping_sub(self.base) % self.count);
+        // SAFETY: the index is below `count`, so the range lies within the data allocation; the kernel
         // handed this buffer over with the completion that named it, wrote `len` bytes to it,
         // and does not touch it again until `provide` gives it back.
         unsafe {
@@ -592,15 +638,20 @@ impl BufRing {
 
     /// Puts buffer `bid` at the ring's tail, for the kernel to fill again.
     fn provide(&self, bid: u16) {
-        let bid = bid % self.count;
+        let index_of_buf = bid.wrapping_sub(self.base) % self.count;
+        let bid = self.base + index_of_buf;
         let tail = self.tail.get();
         let index = usize::from(tail & (self.count - 1));
         // SAFETY: `index < count`, within the entries allocation. The kernel reads only entries
         // between its head and our published tail, and this one is past the tail; the setters
         // leave the first entry's reserved field (the tail) alone.
         let entry = unsafe { &mut *self.entries.as_ptr().add(index) };
-        // SAFETY: `bid < count`, within the data allocation.
-        entry.set_addr(unsafe { self.data.as_ptr().add(usize::from(bid) * self.size) } as u64);
+        // SAFETY: `index_of_buf < count`, within the data allocation.
+        entry.set_addr(unsafe {
+            self.data
+                .as_ptr()
+                .add(usize::from(index_of_buf) * self.size)
+        } as u64);
         entry.set_len(u32::try_from(self.size).unwrap_or(u32::MAX));
         entry.set_bid(bid);
         let tail = tail.wrapping_add(1);
@@ -690,12 +741,12 @@ impl Drop for Driver {
                 }
             }
         }
-        if self.bufs.is_some() {
+        for bufs in &self.bufs {
             let _ = self
                 .ring
                 .borrow()
                 .submitter()
-                .unregister_buf_ring(BUF_GROUP);
+                .unregister_buf_ring(bufs.group);
         }
     }
 }

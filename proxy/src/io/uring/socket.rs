@@ -16,7 +16,7 @@ use std::task::{Context, Poll, ready};
 
 use io_uring::{opcode, squeue, types};
 
-use super::driver::{Buf, Driver, OpId};
+use super::driver::{Buf, Driver, OpId, SMALL_PROVIDED};
 
 const RECV_BUF: usize = 16 * 1024;
 const SEND_BUF: usize = 64 * 1024;
@@ -35,6 +35,8 @@ pub struct UringSocket {
     eof: bool,
     /// The next receive uses a buffer of the socket's own (the provided ones ran out).
     own_buffer: bool,
+    /// The last receive filled a small provided buffer: the next one takes a large one.
+    streaming: bool,
     /// The `Send` in flight, and how far into its buffer the kernel has sent.
     send: Option<OpId>,
     write_buf: Vec<u8>,
@@ -62,6 +64,7 @@ impl UringSocket {
             unread_at: 0,
             eof: false,
             own_buffer: false,
+            streaming: false,
             send: None,
             write_buf: Vec::new(),
             write_at: 0,
@@ -153,7 +156,9 @@ impl UringSocket {
             };
             let room = room.unwrap_or(0);
             if let Buf::Bytes(mut bytes) = buf {
-                bytes.truncate(n);
+                // SAFETY: the receive was given the buffer's spare capacity (`start_recv`) and
+                // the kernel wrote `n` bytes at its start, which the completion reports.
+                unsafe { bytes.set_len(n.min(bytes.capacity())) };
                 let given = room.min(bytes.len());
                 if room > 0 {
                     into(&bytes[..given]);
@@ -163,6 +168,7 @@ impl UringSocket {
                     self.unread_at = given;
                 }
             } else {
+                self.streaming = n >= SMALL_PROVIDED;
                 let unread = self.driver.take_provided(flags, n, |data| {
                     let given = room.min(data.len());
                     if room > 0 {
@@ -181,7 +187,7 @@ impl UringSocket {
     /// a buffer ring, or after ENOBUFS) into a buffer of the socket's own.
     fn start_recv(&mut self) -> OpId {
         let fd = self.raw();
-        match self.driver.buf_group() {
+        match self.driver.buf_group(self.streaming) {
             Some(group) if !std::mem::take(&mut self.own_buffer) => {
                 self.driver.submit(Buf::None, |_| {
                     opcode::Recv::new(types::Fd(fd), std::ptr::null_mut(), 0)
@@ -190,13 +196,17 @@ impl UringSocket {
                         .flags(squeue::Flags::BUFFER_SELECT)
                 })
             }
-            _ => self.driver.submit(Buf::Bytes(vec![0; RECV_BUF]), |buf| {
-                let Buf::Bytes(bytes) = buf else {
-                    unreachable!("a byte buffer was given")
-                };
-                let len = u32::try_from(bytes.len()).unwrap_or(u32::MAX);
-                opcode::Recv::new(types::Fd(fd), bytes.as_mut_ptr(), len).build()
-            }),
+            // Not zeroed: the kernel writes before anything reads (see `poll_fill`).
+            _ => self
+                .driver
+                .submit(Buf::Bytes(Vec::with_capacity(RECV_BUF)), |buf| {
+                    let Buf::Bytes(bytes) = buf else {
+                        unreachable!("a byte buffer was given")
+                    };
+                    let spare = bytes.spare_capacity_mut();
+                    let len = u32::try_from(spare.len()).unwrap_or(u32::MAX);
+                    opcode::Recv::new(types::Fd(fd), spare.as_mut_ptr().cast(), len).build()
+                }),
         }
     }
 
@@ -473,5 +483,82 @@ impl Drop for UringListener {
         if let Some(index) = self.accept.take() {
             self.driver.cancel(index);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::future::poll_fn;
+    use std::io::Write as _;
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    use super::*;
+    use crate::metrics::Gauge;
+
+    /// Writes `total` bytes of a pattern into a plain socket in pieces of growing size (small
+    /// heads, then bulk) and reads them through a `UringSocket` in reads of at most `room`
+    /// bytes; every byte must arrive, in order.
+    fn stream_through(provided: bool, total: usize, room: usize) {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime");
+        let local = tokio::task::LocalSet::new();
+        let expected: Vec<u8> = (0..total).map(|i| (i % 251) as u8).collect();
+        let sent = expected.clone();
+        local.block_on(&rt, async move {
+            let driver = Driver::build(64, Arc::new(Gauge::default()), provided).expect("ring");
+            driver.start().expect("reactor");
+            let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+            let addr = listener.local_addr().expect("address");
+            let writer = std::thread::spawn(move || {
+                let mut client = std::net::TcpStream::connect(addr).expect("connect");
+                let mut at = 0;
+                let mut piece = 1;
+                while at < sent.len() {
+                    let end = (at + piece).min(sent.len());
+                    client.write_all(&sent[at..end]).expect("write");
+                    at = end;
+                    piece = (piece * 3).min(256 * 1024);
+                }
+            });
+            let (server, _) = listener.accept().expect("accept");
+            let mut socket = UringSocket::from_fd(Rc::clone(&driver), OwnedFd::from(server));
+            let mut got = Vec::with_capacity(total);
+            let read_all = async {
+                loop {
+                    let before = got.len();
+                    poll_fn(|cx| {
+                        socket.poll_read_with(cx, room, |data| got.extend_from_slice(data))
+                    })
+                    .await
+                    .expect("read");
+                    if got.len() == before {
+                        break; // end of stream
+                    }
+                }
+            };
+            tokio::time::timeout(Duration::from_secs(20), read_all)
+                .await
+                .expect("the stream arrives within 20 s");
+            writer.join().expect("writer");
+            assert_eq!(got.len(), expected.len());
+            assert!(got == expected, "bytes differ");
+            drop(socket);
+            assert_eq!(driver.in_flight(), 0, "the socket's operations are gone");
+        });
+    }
+
+    #[test]
+    fn streams_through_small_and_large_provided_buffers() {
+        stream_through(true, 3 * 1024 * 1024 + 17, 100_000);
+        stream_through(true, 200_000, 1_000);
+    }
+
+    #[test]
+    fn streams_through_buffers_of_its_own() {
+        stream_through(false, 3 * 1024 * 1024 + 17, 100_000);
+        stream_through(false, 200_000, 1_000);
     }
 }
