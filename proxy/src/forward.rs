@@ -229,18 +229,26 @@ async fn forward(
         // and any error response agree on them.
         let mut rng = conn.worker.rng.borrow_mut();
         exchange.request_id = Some(headers::ensure_request_id(req.headers_mut(), &mut rng));
-        let incoming = req
-            .headers()
-            .get(trace::TRACEPARENT)
-            .and_then(trace::parse_traceparent);
-        if incoming.is_none() {
+        let sample_rate = view.compiled().config().tracing().sample_rate();
+        // One lookup to read the incoming traceparent and to replace it.
+        let (context, continued) = match req.headers_mut().entry(trace::TRACEPARENT) {
+            header::Entry::Occupied(mut entry) => {
+                let incoming = trace::parse_traceparent(entry.get());
+                let continued = incoming.is_some();
+                let context = trace::propagate(incoming, sample_rate, &mut rng);
+                entry.insert(trace::traceparent_value(&context));
+                (context, continued)
+            }
+            header::Entry::Vacant(entry) => {
+                let context = trace::propagate(None, sample_rate, &mut rng);
+                entry.insert(trace::traceparent_value(&context));
+                (context, false)
+            }
+        };
+        if !continued {
             // tracestate belongs to the traceparent it came with (W3C Trace Context §3.3).
             req.headers_mut().remove(trace::TRACESTATE);
         }
-        let sample_rate = view.compiled().config().tracing().sample_rate();
-        let context = trace::propagate(incoming, sample_rate, &mut rng);
-        req.headers_mut()
-            .insert(trace::TRACEPARENT, trace::traceparent_value(&context));
         exchange.trace = Some(context);
     }
     let table = view
@@ -490,6 +498,37 @@ async fn prepare_request(
     headers::apply_changes(&mut parts.headers, route.request_headers());
 
     let path_and_query = rewritten_path(&parts.uri, route)?;
+    if protocol != Version::HTTP_2 {
+        // HTTP/1.1 upstream: the Host header carries the target. The client's Host (already
+        // checked by `request_host`) goes as it is unless the route rewrites it or the request
+        // named its target in absolute form.
+        let host = match (route.host_rewrite(), parts.uri.authority()) {
+            (Some(rewrite), _) => Some(Cow::Borrowed(rewrite)),
+            (None, Some(a)) => Some(Cow::Owned(a.as_str().to_owned())),
+            (None, None) => None,
+        };
+        match host {
+            Some(host) => {
+                let value =
+                    HeaderValue::try_from(host.as_ref()).map_err(|_| ProxyError::BadRequest {
+                        reason: "invalid host",
+                    })?;
+                parts.headers.insert(header::HOST, value);
+            }
+            None => {
+                if let header::Entry::Vacant(entry) = parts.headers.entry(header::HOST) {
+                    // Only HTTP/1.0 requests may come without any host.
+                    entry.insert(HeaderValue::from_static("localhost"));
+                }
+            }
+        }
+        parts.uri = Uri::from(path_and_query);
+        parts.version = protocol;
+        return Ok(Request::from_parts(
+            parts,
+            RequestBody::new(first, Some(body)),
+        ));
+    }
     let authority: Cow<'_, str> = match route.host_rewrite() {
         Some(rewrite) => Cow::Borrowed(rewrite),
         None => match parts.uri.authority() {
@@ -505,29 +544,20 @@ async fn prepare_request(
             },
         },
     };
-    if protocol == Version::HTTP_2 {
-        // RFC 9113 §8.3.1: the target goes in :scheme, :authority and :path; Host is dropped.
-        parts.headers.remove(header::HOST);
-        let mut uri = http::uri::Parts::default();
-        uri.scheme = Some(Scheme::HTTP);
-        uri.authority =
-            Some(
-                Authority::try_from(authority.as_ref()).map_err(|_| ProxyError::BadRequest {
-                    reason: "invalid authority",
-                })?,
-            );
-        uri.path_and_query = Some(path_and_query);
-        parts.uri = Uri::from_parts(uri).map_err(|_| ProxyError::BadRequest {
-            reason: "invalid uri",
-        })?;
-    } else {
-        let host_value =
-            HeaderValue::try_from(authority.as_ref()).map_err(|_| ProxyError::BadRequest {
-                reason: "invalid host",
-            })?;
-        parts.headers.insert(header::HOST, host_value);
-        parts.uri = Uri::from(path_and_query);
-    }
+    // RFC 9113 §8.3.1: the target goes in :scheme, :authority and :path; Host is dropped.
+    parts.headers.remove(header::HOST);
+    let mut uri = http::uri::Parts::default();
+    uri.scheme = Some(Scheme::HTTP);
+    uri.authority =
+        Some(
+            Authority::try_from(authority.as_ref()).map_err(|_| ProxyError::BadRequest {
+                reason: "invalid authority",
+            })?,
+        );
+    uri.path_and_query = Some(path_and_query);
+    parts.uri = Uri::from_parts(uri).map_err(|_| ProxyError::BadRequest {
+        reason: "invalid uri",
+    })?;
     parts.version = protocol;
     Ok(Request::from_parts(
         parts,

@@ -103,15 +103,16 @@ pub fn client_ip_value(client: IpAddr) -> HeaderValue {
 /// Appends the client address (from [`client_ip_value`]) to `X-Forwarded-For` and the scheme
 /// to `X-Forwarded-Proto`.
 pub fn append_forwarded(headers: &mut HeaderMap, client: &HeaderValue, proto: &'static str) {
-    if headers.contains_key(&FORWARDED_FOR) {
+    // Through `entry`: one lookup each, the common case (no such header yet) inserts at once.
+    if let header::Entry::Vacant(entry) = headers.entry(FORWARDED_FOR) {
+        entry.insert(client.clone());
+    } else {
         append_list(headers, FORWARDED_FOR, client.as_bytes());
-    } else {
-        headers.insert(FORWARDED_FOR, client.clone());
     }
-    if headers.contains_key(&FORWARDED_PROTO) {
-        append_list(headers, FORWARDED_PROTO, proto.as_bytes());
+    if let header::Entry::Vacant(entry) = headers.entry(FORWARDED_PROTO) {
+        entry.insert(HeaderValue::from_static(proto));
     } else {
-        headers.insert(FORWARDED_PROTO, HeaderValue::from_static(proto));
+        append_list(headers, FORWARDED_PROTO, proto.as_bytes());
     }
 }
 
@@ -134,12 +135,11 @@ fn append_list(headers: &mut HeaderMap, name: HeaderName, item: &[u8]) {
 
 /// Sets `x-request-id` to a new random id when the request has none; returns the id in use.
 pub fn ensure_request_id(headers: &mut HeaderMap, rng: &mut fastrand::Rng) -> HeaderValue {
-    if let Some(id) = headers.get(&REQUEST_ID) {
-        return id.clone();
+    // One lookup for both the check and the insertion.
+    match headers.entry(REQUEST_ID) {
+        header::Entry::Occupied(entry) => entry.get().clone(),
+        header::Entry::Vacant(entry) => entry.insert(new_request_id(rng)).clone(),
     }
-    let id = new_request_id(rng);
-    headers.insert(REQUEST_ID, id.clone());
-    id
 }
 
 /// A random UUID v4 in its usual text form.

@@ -165,6 +165,52 @@ async fn proxy_headers_follow_rfc_9110() {
     );
 }
 
+/// Sends one raw request on a new connection and returns the response's status line.
+async fn raw_status_line(proxy: std::net::SocketAddr, request: &str) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(proxy).await.unwrap();
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let mut head = Vec::new();
+    let read = async {
+        let mut buf = [0u8; 1024];
+        while !head.windows(2).any(|w| w == b"\r\n") {
+            let n = stream.read(&mut buf).await.unwrap();
+            assert!(n > 0, "closed before a status line: {head:?}");
+            head.extend_from_slice(&buf[..n]);
+        }
+    };
+    tokio::time::timeout(std::time::Duration::from_secs(10), read)
+        .await
+        .expect("a response within 10 s");
+    let text = String::from_utf8_lossy(&head);
+    text.lines().next().unwrap_or_default().to_owned()
+}
+
+#[tokio::test]
+async fn upstream_host_follows_the_request_target() {
+    let _trace = trace_init();
+    let upstream = Upstream::builder().name("a").start().await;
+    let proxy = TestProxy::start(&single("http1", &[upstream.addr()]), 1);
+
+    info!("absolute form: its authority, not the Host header, names the target");
+    let status = raw_status_line(
+        proxy.addr(),
+        "GET http://abs.example:81/x HTTP/1.1\r\nHost: other.example\r\nConnection: close\r\n\r\n",
+    )
+    .await;
+    assert!(status.starts_with("HTTP/1.1 200"), "{status}");
+    let seen = upstream.last_request().unwrap();
+    assert_eq!(seen.header("host"), Some("abs.example:81"));
+    assert_eq!(seen.uri, "/x");
+
+    info!("HTTP/1.0 without Host: the upstream request still gets one");
+    let status = raw_status_line(proxy.addr(), "GET /y HTTP/1.0\r\n\r\n").await;
+    assert!(status.starts_with("HTTP/1.0 200"), "{status}");
+    let seen = upstream.last_request().unwrap();
+    assert_eq!(seen.uri, "/y");
+    assert_eq!(seen.header("host"), Some("localhost"));
+}
+
 #[tokio::test]
 async fn routes_match_and_act() {
     let _trace = trace_init();
