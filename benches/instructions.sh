@@ -64,7 +64,7 @@ clusters:
     endpoints: ["127.0.0.1:$ORIGIN_PORT"]
 CONF
       taskset -c 1 "${grind[@]}" "$STRAIT" run --config "$work/strait.yaml" --workers 1 \
-        --io "${1#strait-}" --no-watch 2>"$work/proxy.log" &
+        --io "${1#strait-}" --no-watch ${STRAIT_FLAGS:-} 2>"$work/proxy.log" &
       ;;
     nginx)
       # NGINX 1.22 speaks h2c with prior knowledge only on a port of its own: for h2c,
