@@ -28,21 +28,7 @@ ticks=$(getconf CLK_TCK)
 run() { # $1 = io backend; prints "user_us sys_us" per request
   local port pid before after
   port=$(free_port)
-  cat > "$work/strait.yaml" <<CONF
-listeners:
-  - name: bench
-    address: 127.0.0.1:$port
-    protocol: http
-    virtual_hosts:
-      - name: all
-        domains: ["*"]
-        routes:
-          - match: { prefix: / }
-            cluster: origin
-clusters:
-  - name: origin
-    endpoints: ["127.0.0.1:$ORIGIN_PORT"]
-CONF
+  strait_config "$work/strait.yaml" "$port"
   taskset -c 1 "$STRAIT" run --config "$work/strait.yaml" --workers 1 --io "$1" --no-watch \
     --admin 127.0.0.1:0 2>"$work/strait.log" &
   pid=$!

@@ -47,22 +47,7 @@ start() { # $1 = proxy; sets PORT and PID (the valgrind process)
   local grind=(valgrind --tool=callgrind --callgrind-out-file="$work/cg.%p" --dump-instr=no)
   case $1 in
     strait-uring | strait-epoll)
-      cat > "$work/strait.yaml" <<CONF
-listeners:
-  - name: bench
-    address: 127.0.0.1:$PORT
-    protocol: http
-    limits: { header_read_timeout: 120s, idle_timeout: 300s }
-    virtual_hosts:
-      - name: all
-        domains: ["*"]
-        routes:
-          - match: { prefix: / }
-            cluster: origin
-clusters:
-  - name: origin
-    endpoints: ["127.0.0.1:$ORIGIN_PORT"]
-CONF
+      strait_config "$work/strait.yaml" "$PORT"
       taskset -c 1 "${grind[@]}" "$STRAIT" run --config "$work/strait.yaml" --workers 1 \
         --io "${1#strait-}" --no-watch ${STRAIT_FLAGS:-} 2>"$work/proxy.log" &
       ;;
