@@ -131,10 +131,10 @@ pub struct Driver {
     dirty: Cell<bool>,
     reactor: RefCell<Option<Waker>>,
     woken: RefCell<Vec<Waker>>,
-    /// Receive buffers shared by every socket of the worker; declared after `ring` so that
-    /// the ring is closed before their memory is freed. `None` when the kernel has no
-    /// provided-buffer rings (before 5.19): sockets then receive into buffers of their own.
-    /// The provided-buffer rings: small, then large (none without kernel support).
+    /// The provided-buffer rings, small then large: receive buffers shared by every socket of
+    /// the worker; declared after `ring` so that the ring is closed before their memory is
+    /// freed. Empty when the kernel has no provided-buffer rings (before 5.19): sockets then
+    /// receive into buffers of their own.
     bufs: Vec<BufRing>,
 }
 
