@@ -22,6 +22,7 @@ command -v h2load >/dev/null || {
   apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nghttp2-client nginx-light >/dev/null
 }
 source benches/lib/origin.sh
+source benches/lib/strait.sh
 start_origin 0
 ticks=$(getconf CLK_TCK)
 

@@ -36,6 +36,7 @@ ORIGIN_CPU=${ORIGIN_CPU:-0}        # origin and load generators
 PROXY_CPU=${PROXY_CPU:-1}          # the proxy under test
 RESULTS=${RESULTS:-benches/RESULTS.md}  # where the table is appended (/dev/null for a trial run)
 lib=benches/lib
+source "$lib/strait.sh"
 say() { echo "compare: $*" >&2; }
 has_case() { [[ " $CASES " == *" $1 "* ]]; }
 
@@ -189,22 +190,7 @@ wait_http "http://127.0.0.1:$ORIGIN_PORT/"
 start_strait() { # $1 = io backend or ""
   local io=$1 admin
   H1_PORT=$(free_port); H2_PORT=$H1_PORT; admin=$(free_port)
-  cat > "$work/strait.yaml" <<CONF
-listeners:
-  - name: bench
-    address: 127.0.0.1:$H1_PORT
-    protocol: http
-    limits: { header_read_timeout: 120s, idle_timeout: 300s }
-    virtual_hosts:
-      - name: all
-        domains: ["*"]
-        routes:
-          - match: { prefix: / }
-            cluster: origin
-clusters:
-  - name: origin
-    endpoints: ["127.0.0.1:$ORIGIN_PORT"]
-CONF
+  strait_config "$work/strait.yaml" "$H1_PORT"
   local flags=(--config "$work/strait.yaml" --workers 1 --admin "127.0.0.1:$admin" --drain-timeout 1)
   [[ -n $io ]] && flags+=(--io "$io")
   taskset -c "$PROXY_CPU" "$STRAIT" run "${flags[@]}" 2>"$work/strait.log" &

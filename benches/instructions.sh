@@ -30,6 +30,7 @@ if [[ " $PROXIES " == *" strait"* && ! -x $STRAIT ]]; then
 fi
 
 source benches/lib/origin.sh
+source benches/lib/strait.sh
 start_origin 0
 
 wait_port() {

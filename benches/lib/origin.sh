@@ -2,7 +2,6 @@
 #
 #   source benches/lib/origin.sh
 #   start_origin "$LOAD_CPU"     # sets ORIGIN_PORT; NGINX answers 1 KiB on / from a file
-#   strait_config FILE PORT      # a one-listener Strait config proxying everything to it
 #
 # Sets `work` (removed on exit, with every background job killed) and `free_port`.
 
@@ -42,25 +41,4 @@ CONF
   done
   echo "origin answers '$size', not 1 KiB with 200" >&2
   exit 1
-}
-
-# Writes to $1 a Strait config with one listener on 127.0.0.1:$2 that sends every request to
-# the origin (start_origin first), with timeouts long enough for any benchmark.
-strait_config() {
-  cat > "$1" <<CONF
-listeners:
-  - name: bench
-    address: 127.0.0.1:$2
-    protocol: http
-    limits: { header_read_timeout: 120s, idle_timeout: 300s }
-    virtual_hosts:
-      - name: all
-        domains: ["*"]
-        routes:
-          - match: { prefix: / }
-            cluster: origin
-clusters:
-  - name: origin
-    endpoints: ["127.0.0.1:$ORIGIN_PORT"]
-CONF
 }
