@@ -165,21 +165,23 @@ async fn proxy_headers_follow_rfc_9110() {
     );
 }
 
-/// Sends one raw request on a new connection and returns the response's status line.
+/// Sends one raw request on a new connection and returns the response's status line; the whole
+/// exchange is bounded by 10 s.
 async fn raw_status_line(proxy: std::net::SocketAddr, request: &str) -> String {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut stream = tokio::net::TcpStream::connect(proxy).await.unwrap();
-    stream.write_all(request.as_bytes()).await.unwrap();
-    let mut head = Vec::new();
-    let read = async {
+    let exchange = async {
+        let mut stream = tokio::net::TcpStream::connect(proxy).await.unwrap();
+        stream.write_all(request.as_bytes()).await.unwrap();
+        let mut head = Vec::new();
         let mut buf = [0u8; 1024];
         while !head.windows(2).any(|w| w == b"\r\n") {
             let n = stream.read(&mut buf).await.unwrap();
             assert!(n > 0, "closed before a status line: {head:?}");
             head.extend_from_slice(&buf[..n]);
         }
+        head
     };
-    tokio::time::timeout(std::time::Duration::from_secs(10), read)
+    let head = tokio::time::timeout(std::time::Duration::from_secs(10), exchange)
         .await
         .expect("a response within 10 s");
     let text = String::from_utf8_lossy(&head);
