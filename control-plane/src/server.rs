@@ -80,10 +80,14 @@ impl ControlPlane {
         let mut tasks = Vec::new();
 
         let sources = Sources::start(config, stopped.clone());
+        // Subscribed before the first build: a change the sources make while it is built (a
+        // DNS answer, a first health check) must still trigger a rebuild.
+        let changes = sources.subscribe();
         let first = Arc::new(build(&sources, 1));
         let (snapshot_tx, snapshot) = watch::channel(first);
         tasks.push(tokio::spawn(rebuild(
             Arc::clone(&sources),
+            changes,
             snapshot_tx,
             stopped.clone(),
         )));
@@ -205,10 +209,10 @@ fn build(sources: &Sources, serial: u64) -> Snapshot {
 /// Rebuilds the snapshot whenever a source changes.
 async fn rebuild(
     sources: Arc<Sources>,
+    mut changes: watch::Receiver<u64>,
     snapshot: watch::Sender<Arc<Snapshot>>,
     mut stop: watch::Receiver<bool>,
 ) {
-    let mut changes = sources.subscribe();
     let mut serial = 1;
     loop {
         tokio::select! {
