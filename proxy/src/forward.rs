@@ -502,17 +502,14 @@ async fn prepare_request(
         // HTTP/1.1 upstream: the Host header carries the target. The client's Host (already
         // checked by `request_host`) goes as it is unless the route rewrites it or the request
         // named its target in absolute form.
-        let host = match (route.host_rewrite(), parts.uri.authority()) {
-            (Some(rewrite), _) => Some(Cow::Borrowed(rewrite)),
-            (None, Some(a)) => Some(Cow::Owned(a.as_str().to_owned())),
-            (None, None) => None,
-        };
+        let host = route
+            .host_rewrite()
+            .or_else(|| parts.uri.authority().map(Authority::as_str));
         match host {
             Some(host) => {
-                let value =
-                    HeaderValue::try_from(host.as_ref()).map_err(|_| ProxyError::BadRequest {
-                        reason: "invalid host",
-                    })?;
+                let value = HeaderValue::try_from(host).map_err(|_| ProxyError::BadRequest {
+                    reason: "invalid host",
+                })?;
                 parts.headers.insert(header::HOST, value);
             }
             None => {
