@@ -242,6 +242,31 @@ impl Driver {
         Ok(())
     }
 
+    /// Whether entries were pushed that the kernel has not been given yet.
+    pub fn has_unsubmitted(&self) -> bool {
+        self.dirty.get()
+    }
+
+    /// Gives the kernel every entry pushed so far, now rather than at the reactor's next round.
+    ///
+    /// An entry names its socket by fd number and the kernel takes its reference to the file
+    /// only at submission: an fd closed while an entry for it still waits in the queue would
+    /// have that entry run on whatever file next takes the number (another connection's
+    /// socket). Whoever closes an fd with operations perhaps not yet submitted calls this first.
+    pub fn submit_now(&self) {
+        if !self.dirty.replace(false) {
+            return;
+        }
+        let submitted = match self.ring.try_borrow() {
+            Ok(ring) => ring.submit().map(drop),
+            Err(_) => Err(io::Error::other("ring busy")),
+        };
+        if let Err(err) = submitted {
+            tracing::error!(error = %err, "io_uring submit before a close failed");
+            self.dirty.set(true);
+        }
+    }
+
     /// Operations in flight (including orphaned ones awaiting their completion).
     pub fn in_flight(&self) -> usize {
         self.slots.borrow().in_flight

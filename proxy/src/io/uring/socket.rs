@@ -378,17 +378,26 @@ impl Drop for PendingOp {
     fn drop(&mut self) {
         if let Some(index) = self.index {
             self.driver.cancel(index);
+            // The operation's fd closes next (see `Driver::submit_now`).
+            self.driver.submit_now();
         }
     }
 }
 
 impl Drop for UringSocket {
     fn drop(&mut self) {
-        for index in [self.recv.take(), self.send.take()].into_iter().flatten() {
+        let ops = [self.recv.take(), self.send.take()];
+        let queued = ops.iter().any(Option::is_some) && self.driver.has_unsubmitted();
+        for index in ops.into_iter().flatten() {
             self.driver.cancel(index);
         }
-        // Closing the fd now is safe: operations still in flight hold their own reference to
-        // the file and are cancelled; their buffers stay with the driver until they complete.
+        if queued {
+            // An operation of this socket may still wait in the submission queue, naming the
+            // fd by number: it must reach the kernel before the number can be reused.
+            self.driver.submit_now();
+        }
+        // Closing the fd now is safe: submitted operations hold their own reference to the
+        // file and are cancelled; their buffers stay with the driver until they complete.
         drop(self.fd.take());
     }
 }
@@ -482,6 +491,8 @@ impl Drop for UringListener {
     fn drop(&mut self) {
         if let Some(index) = self.accept.take() {
             self.driver.cancel(index);
+            // The listening fd closes next (see `Driver::submit_now`).
+            self.driver.submit_now();
         }
     }
 }
@@ -489,7 +500,7 @@ impl Drop for UringListener {
 #[cfg(test)]
 mod tests {
     use std::future::poll_fn;
-    use std::io::Write as _;
+    use std::io::{Read as _, Write as _};
     use std::sync::Arc;
     use std::time::Duration;
 
@@ -560,5 +571,55 @@ mod tests {
     fn streams_through_buffers_of_its_own() {
         stream_through(false, 3 * 1024 * 1024 + 17, 100_000);
         stream_through(false, 200_000, 1_000);
+    }
+
+    /// A socket dropped right after a write, before the reactor submitted the send: the send
+    /// must still go to that socket's peer, never to the next socket that gets its fd number.
+    #[test]
+    fn a_send_queued_at_drop_never_reaches_the_next_socket_with_the_same_fd() {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime");
+        let local = tokio::task::LocalSet::new();
+        local.block_on(&rt, async {
+            let driver = Driver::build(64, Arc::new(Gauge::default()), true).expect("ring");
+            driver.start().expect("reactor");
+            let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+            let addr = listener.local_addr().expect("address");
+            let first = std::net::TcpStream::connect(addr).expect("connect");
+            let (mut first_peer, _) = listener.accept().expect("accept");
+            let mut socket = UringSocket::from_fd(Rc::clone(&driver), OwnedFd::from(first));
+            let fd = socket.raw();
+            let mut cx = Context::from_waker(std::task::Waker::noop());
+            let written = socket.poll_write(&mut cx, b"stale");
+            assert!(matches!(written, Poll::Ready(Ok(5))), "{written:?}");
+            assert!(driver.has_unsubmitted(), "the send waits for the reactor");
+            drop(socket);
+            // Lowest free number first: the next socket takes the dropped one's.
+            let mut second = std::net::TcpStream::connect(addr).expect("connect");
+            assert_eq!(second.as_raw_fd(), fd, "fd number reused");
+            let (mut second_peer, _) = listener.accept().expect("accept");
+            // Let the reactor submit whatever is still queued.
+            for _ in 0..100 {
+                if !driver.has_unsubmitted() {
+                    break;
+                }
+                tokio::task::yield_now().await;
+            }
+            assert!(!driver.has_unsubmitted(), "the reactor submitted the queue");
+            second.write_all(b"fresh").expect("write");
+            let timeout = Some(Duration::from_secs(10));
+            second_peer.set_read_timeout(timeout).expect("timeout");
+            first_peer.set_read_timeout(timeout).expect("timeout");
+            let mut got = [0_u8; 5];
+            second_peer.read_exact(&mut got).expect("read");
+            assert_eq!(
+                &got, b"fresh",
+                "the old socket's send went to the new socket"
+            );
+            first_peer.read_exact(&mut got).expect("read");
+            assert_eq!(&got, b"stale", "the send reached its own peer");
+        });
     }
 }
