@@ -13,14 +13,16 @@ use std::task::{Context, Poll};
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
-use hyper::client::conn::http1;
 
 use tokio::time::Instant;
 
 use crate::downstream::BusyGuard;
 use crate::forward::Downstream;
 use crate::observe::LogRecord;
-use crate::upstream::{EndpointPool, InFlight};
+use crate::upstream::{EndpointPool, InFlight, h1};
+
+/// A response body's error: hyper's, or one from an HTTP/1.1 upstream.
+pub type BodyError = Box<dyn std::error::Error + Send + Sync>;
 
 /// The body of a request on its way upstream.
 #[derive(Debug, Default)]
@@ -103,7 +105,6 @@ impl Body for RequestBody {
 pub struct ResponseBody {
     kind: Kind,
     release: Option<Release>,
-    finished: bool,
     completion: Option<Completion>,
     busy: Option<BusyGuard>,
 }
@@ -161,29 +162,35 @@ impl Drop for Completion {
 
 #[derive(Debug)]
 enum Kind {
+    /// From hyper's client: HTTP/2, or an HTTP/1.1 upgrade.
     Upstream(Incoming),
+    H1(h1::Body),
     Full(Option<Bytes>),
 }
 
+/// An upstream response body, as either client reads it.
+#[derive(Debug)]
+pub enum UpstreamBody {
+    /// From hyper's client.
+    Hyper(Incoming),
+    /// From an HTTP/1.1 connection of the pool.
+    H1(h1::Body),
+}
+
 /// What a finished upstream response gives back: the in-flight count, and the HTTP/1.1
-/// connection to pool.
+/// connection to its pool.
 #[derive(Debug)]
 pub struct Release {
     pool: Rc<EndpointPool>,
-    sender: Option<http1::SendRequest<RequestBody>>,
     _in_flight: InFlight,
 }
 
 impl Release {
-    /// Releases `in_flight` when the body ends, and pools `sender` if it ended cleanly.
-    pub fn new(
-        pool: Rc<EndpointPool>,
-        sender: Option<http1::SendRequest<RequestBody>>,
-        in_flight: InFlight,
-    ) -> Self {
+    /// Releases `in_flight` when the body ends, and pools an HTTP/1.1 connection if its
+    /// exchange ended cleanly.
+    pub fn new(pool: Rc<EndpointPool>, in_flight: InFlight) -> Self {
         Self {
             pool,
-            sender,
             _in_flight: in_flight,
         }
     }
@@ -191,11 +198,13 @@ impl Release {
 
 impl ResponseBody {
     /// An upstream response body.
-    pub fn upstream(body: Incoming, release: Release) -> Self {
+    pub fn upstream(body: UpstreamBody, release: Release) -> Self {
         Self {
-            kind: Kind::Upstream(body),
+            kind: match body {
+                UpstreamBody::Hyper(body) => Kind::Upstream(body),
+                UpstreamBody::H1(body) => Kind::H1(body),
+            },
             release: Some(release),
-            finished: false,
             completion: None,
             busy: None,
         }
@@ -208,7 +217,6 @@ impl ResponseBody {
         Self {
             kind,
             release: None,
-            finished: false,
             completion: None,
             busy: None,
         }
@@ -229,7 +237,6 @@ impl ResponseBody {
         Self {
             kind: Kind::Full(None),
             release: None,
-            finished: false,
             completion: None,
             busy: None,
         }
@@ -238,14 +245,15 @@ impl ResponseBody {
 
 impl Body for ResponseBody {
     type Data = Bytes;
-    type Error = hyper::Error;
+    type Error = BodyError;
 
     fn poll_frame(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
-        let poll = match &mut self.kind {
-            Kind::Upstream(body) => Pin::new(body).poll_frame(cx),
+    ) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
+        let poll: Poll<Option<Result<Frame<Bytes>, BodyError>>> = match &mut self.kind {
+            Kind::Upstream(body) => Pin::new(body).poll_frame(cx).map_err(Into::into),
+            Kind::H1(body) => Pin::new(body).poll_frame(cx).map_err(Into::into),
             Kind::Full(bytes) => Poll::Ready(bytes.take().map(|b| Ok(Frame::data(b)))),
         };
         if let (Poll::Ready(Some(Ok(frame))), Some(completion)) = (&poll, self.completion.as_mut())
@@ -254,7 +262,6 @@ impl Body for ResponseBody {
             completion.count_bytes(data.len());
         }
         if let Poll::Ready(None) = poll {
-            self.finished = true;
             // Record as soon as the last frame is out, not when hyper drops the body.
             self.completion = None;
         }
@@ -264,6 +271,7 @@ impl Body for ResponseBody {
     fn is_end_stream(&self) -> bool {
         match &self.kind {
             Kind::Upstream(body) => body.is_end_stream(),
+            Kind::H1(body) => body.is_end_stream(),
             Kind::Full(bytes) => bytes.is_none(),
         }
     }
@@ -271,6 +279,7 @@ impl Body for ResponseBody {
     fn size_hint(&self) -> SizeHint {
         match &self.kind {
             Kind::Upstream(body) => body.size_hint(),
+            Kind::H1(body) => body.size_hint(),
             Kind::Full(bytes) => SizeHint::with_exact(bytes.as_ref().map_or(0, |b| b.len() as u64)),
         }
     }
@@ -278,15 +287,15 @@ impl Body for ResponseBody {
 
 impl Drop for ResponseBody {
     fn drop(&mut self) {
-        let Some(mut release) = self.release.take() else {
+        let Some(release) = self.release.take() else {
             return;
         };
-        // A connection whose response was not read to the end still has bytes in flight:
-        // dropping the sender closes it rather than reusing it.
-        if (self.finished || self.is_end_stream())
-            && let Some(sender) = release.sender.take()
+        // A connection whose exchange did not end cleanly may still have bytes in flight:
+        // it is closed rather than reused.
+        if let Kind::H1(body) = &mut self.kind
+            && let Some(conn) = body.take_reusable()
         {
-            release.pool.checkin_h1(sender);
+            release.pool.checkin_h1(conn);
         }
     }
 }

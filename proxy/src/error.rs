@@ -65,8 +65,16 @@ pub enum ProxyError {
     UpstreamClosed {
         /// The endpoint.
         addr: SocketAddr,
-        /// The HTTP error.
-        source: hyper::Error,
+        /// The HTTP or socket error.
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+    /// The upstream's response head is not valid HTTP.
+    #[error("upstream {addr} sent an invalid response: {reason}")]
+    UpstreamInvalid {
+        /// The endpoint.
+        addr: SocketAddr,
+        /// What is wrong with it.
+        reason: &'static str,
     },
     /// The upstream did not send its response head within the route timeout.
     #[error("upstream {addr} did not respond within {after:?}")]
@@ -130,6 +138,7 @@ impl ProxyError {
             | Self::ConnectFailed { .. }
             | Self::Handshake { .. }
             | Self::UpstreamClosed { .. }
+            | Self::UpstreamInvalid { .. }
             | Self::UpstreamTimeout { .. } => Fault::Upstream,
             Self::BadRequestBody { .. }
             | Self::BadRequest { .. }
@@ -144,7 +153,9 @@ impl ProxyError {
             | Self::ConnectFailed { .. }
             | Self::Handshake { .. }
             | Self::PoolFull { .. } => Retry::Always,
-            Self::UpstreamClosed { .. } | Self::UpstreamTimeout { .. } => Retry::IfIdempotent,
+            Self::UpstreamClosed { .. }
+            | Self::UpstreamInvalid { .. }
+            | Self::UpstreamTimeout { .. } => Retry::IfIdempotent,
             Self::NoRoute { .. }
             | Self::NoReadyEndpoints { .. }
             | Self::BadRequestBody { .. }
@@ -160,9 +171,10 @@ impl ProxyError {
             Self::NoReadyEndpoints { .. } | Self::PoolFull { .. } => {
                 StatusCode::SERVICE_UNAVAILABLE
             }
-            Self::ConnectFailed { .. } | Self::Handshake { .. } | Self::UpstreamClosed { .. } => {
-                StatusCode::BAD_GATEWAY
-            }
+            Self::ConnectFailed { .. }
+            | Self::Handshake { .. }
+            | Self::UpstreamClosed { .. }
+            | Self::UpstreamInvalid { .. } => StatusCode::BAD_GATEWAY,
             Self::ConnectTimeout { .. } | Self::UpstreamTimeout { .. } => {
                 StatusCode::GATEWAY_TIMEOUT
             }
@@ -181,6 +193,7 @@ impl ProxyError {
             Self::ConnectFailed { .. } => "connect_failed",
             Self::Handshake { .. } => "upstream_handshake",
             Self::UpstreamClosed { .. } => "upstream_reset",
+            Self::UpstreamInvalid { .. } => "upstream_invalid_response",
             Self::UpstreamTimeout { .. } => "upstream_timeout",
             Self::BadRequestBody { .. } => "bad_request_body",
             Self::BadRequest { .. } => "bad_request",
@@ -227,6 +240,14 @@ mod tests {
                 },
                 504,
                 "connect_timeout",
+            ),
+            (
+                ProxyError::UpstreamInvalid {
+                    addr,
+                    reason: "malformed response head",
+                },
+                502,
+                "upstream_invalid_response",
             ),
             (
                 ProxyError::UpstreamTimeout {

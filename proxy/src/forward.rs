@@ -24,7 +24,7 @@ use strait_config::{Action, HashKey, PathMatch, Redirect, Route, UpstreamProtoco
 use tokio::time::Instant;
 
 use crate::balance;
-use crate::body::{Completion, Release, RequestBody, ResponseBody};
+use crate::body::{Completion, Release, RequestBody, ResponseBody, UpstreamBody};
 use crate::downstream::ListenerDrain;
 use crate::error::{ERROR_HEADER, Fault, ProxyError};
 use crate::framing::FramingGuard;
@@ -33,7 +33,7 @@ use crate::metrics::{ListenerStats, status_class};
 use crate::observe::{LogRecord, TraceContext, trace};
 use crate::route;
 use crate::snapshot::WorkerView;
-use crate::upstream::{ClusterState, EndpointPool};
+use crate::upstream::{ClusterState, EndpointPool, h1};
 use crate::worker::Worker;
 
 /// What a request needs to know about the connection it arrived on.
@@ -336,11 +336,20 @@ async fn forward(
     let in_flight = endpoint.start_request();
     let timeout = route.timeout();
     let sent = Instant::now();
-    let (mut response, sender) = if protocol == Version::HTTP_2 {
-        (send_h2(&endpoint, upstream_req, timeout).await?, None)
+    let mut response = if protocol == Version::HTTP_2 {
+        let mut sender = endpoint.h2_sender().await?;
+        within(timeout, endpoint.addr(), sender.send_request(upstream_req))
+            .await?
+            .map(UpstreamBody::Hyper)
+    } else if upgrade {
+        let mut sender = endpoint.connect_upgrade().await?;
+        within(timeout, endpoint.addr(), sender.send_request(upstream_req))
+            .await?
+            .map(UpstreamBody::Hyper)
     } else {
-        let (response, sender) = send_h1(&endpoint, upstream_req, timeout).await?;
-        (response, Some(sender))
+        send_h1(&endpoint, upstream_req, timeout)
+            .await?
+            .map(UpstreamBody::H1)
     };
 
     if conn.worker.metrics {
@@ -363,12 +372,7 @@ async fn forward(
     headers::remove_hop_by_hop(response.headers_mut(), switching, false);
     headers::apply_changes(response.headers_mut(), route.response_headers());
     *response.version_mut() = downstream_version;
-    // A connection that switched protocols belongs to the tunnel, never to the pool.
-    let sender = if switching { None } else { sender };
-    Ok(
-        response
-            .map(|body| ResponseBody::upstream(body, Release::new(endpoint, sender, in_flight))),
-    )
+    Ok(response.map(|body| ResponseBody::upstream(body, Release::new(endpoint, in_flight))))
 }
 
 fn cluster_state(view: &WorkerView, name: &str) -> Result<Rc<ClusterState>, ProxyError> {
@@ -585,64 +589,61 @@ fn rewritten_path(uri: &Uri, route: &Route) -> Result<PathAndQuery, ProxyError> 
     })
 }
 
+/// Sends an HTTP/1.1 request on a pooled connection (or a new one) and reads the response
+/// head within `timeout`. A pooled connection that turns out closed before answering gets the
+/// request again on a new connection, if it can go again (see [`h1::Failure::Unanswered`]).
 async fn send_h1(
     endpoint: &Rc<EndpointPool>,
     req: Request<RequestBody>,
     timeout: Duration,
-) -> Result<
-    (
-        Response<Incoming>,
-        hyper::client::conn::http1::SendRequest<RequestBody>,
-    ),
-    ProxyError,
-> {
+) -> Result<Response<h1::Body>, ProxyError> {
     let addr = endpoint.addr();
-    let mut conn = endpoint.checkout_h1().await?;
-    let attempt = tokio::time::timeout(timeout, conn.sender.try_send_request(req)).await;
-    let result = match attempt {
-        Err(_) => {
-            return Err(ProxyError::UpstreamTimeout {
-                addr,
-                after: timeout,
-            });
-        }
-        Ok(Ok(response)) => Ok(response),
-        Ok(Err(mut err)) => match err.take_message() {
-            // A pooled connection the upstream closed while idle: the request was not sent,
-            // so it goes out again on a new connection.
-            Some(req) if conn.reused => {
-                conn.sender = endpoint.connect_h1().await?;
-                match tokio::time::timeout(timeout, conn.sender.send_request(req)).await {
-                    Err(_) => {
-                        return Err(ProxyError::UpstreamTimeout {
-                            addr,
-                            after: timeout,
-                        });
-                    }
-                    Ok(result) => result,
-                }
-            }
-            _ => Err(err.into_error()),
-        },
+    let timed_out = || ProxyError::UpstreamTimeout {
+        addr,
+        after: timeout,
     };
-    result
-        .map(|response| (response, conn.sender))
-        .map_err(|source| ProxyError::UpstreamClosed { addr, source })
+    let pooled = endpoint.checkout_h1().await?;
+    let outgoing = h1::Outgoing::new(req);
+    let failure = match tokio::time::timeout(timeout, outgoing.send(pooled.conn)).await {
+        Err(_) => return Err(timed_out()),
+        Ok(Ok(response)) => return Ok(response),
+        Ok(Err(h1::Failure::Unanswered(outgoing, _))) if pooled.reused => {
+            let conn = endpoint.connect_h1().await?;
+            match tokio::time::timeout(timeout, outgoing.send(conn)).await {
+                Err(_) => return Err(timed_out()),
+                Ok(Ok(response)) => return Ok(response),
+                Ok(Err(failure)) => failure,
+            }
+        }
+        Ok(Err(failure)) => failure,
+    };
+    Err(match failure {
+        h1::Failure::Unanswered(_, source) | h1::Failure::Closed(source) => {
+            ProxyError::UpstreamClosed {
+                addr,
+                source: source.into(),
+            }
+        }
+        h1::Failure::Invalid(reason) => ProxyError::UpstreamInvalid { addr, reason },
+        h1::Failure::RequestBody(source) => ProxyError::BadRequestBody { source },
+    })
 }
 
-async fn send_h2(
-    endpoint: &Rc<EndpointPool>,
-    req: Request<RequestBody>,
+/// Waits for a response from hyper's client within `timeout`.
+async fn within(
     timeout: Duration,
+    addr: SocketAddr,
+    response: impl Future<Output = Result<Response<Incoming>, hyper::Error>>,
 ) -> Result<Response<Incoming>, ProxyError> {
-    let addr = endpoint.addr();
-    let mut sender = endpoint.h2_sender().await?;
-    match tokio::time::timeout(timeout, sender.send_request(req)).await {
+    match tokio::time::timeout(timeout, response).await {
         Err(_) => Err(ProxyError::UpstreamTimeout {
             addr,
             after: timeout,
         }),
-        Ok(result) => result.map_err(|source| ProxyError::UpstreamClosed { addr, source }),
+        Ok(result) => result.map_err(|source| ProxyError::UpstreamClosed {
+            addr,
+            source: source.into(),
+        }),
     }
 }
 

@@ -15,7 +15,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use bytes::{Buf, Bytes};
+use bytes::{Buf, Bytes, BytesMut};
 use hyper::rt::{Read, ReadBufCursor, Write};
 use hyper_util::rt::TokioIo;
 use socket2::{Domain, Protocol, Socket as RawSocket, Type};
@@ -198,6 +198,85 @@ impl Socket {
         match &mut self.inner {
             Inner::Tcp(stream) => stream.inner().poll_read_ready(cx),
             Inner::Uring(socket) => socket.poll_read_ready(cx),
+        }
+    }
+
+    /// Reads once, appending to `buf` at most its spare capacity (which must not be zero);
+    /// `Ok(0)` means the end of the stream.
+    ///
+    /// # Errors
+    /// The socket failed.
+    pub fn poll_read_buf(
+        &mut self,
+        cx: &mut Context<'_>,
+        buf: &mut BytesMut,
+    ) -> Poll<io::Result<usize>> {
+        let room = buf.capacity() - buf.len();
+        if !self.unread.is_empty() {
+            let n = room.min(self.unread.len());
+            buf.extend_from_slice(&self.unread[..n]);
+            self.unread.advance(n);
+            if self.unread.is_empty() {
+                self.unread = Bytes::new(); // frees the storage
+            }
+            self.touch();
+            return Poll::Ready(Ok(n));
+        }
+        let before = buf.len();
+        let poll = match &mut self.inner {
+            Inner::Uring(socket) => {
+                let framing = &mut self.framing;
+                socket.poll_read_with(cx, room, |data| {
+                    if let Some((scanner, guard)) = framing.as_mut() {
+                        scanner.scan(data, guard);
+                    }
+                    buf.extend_from_slice(data);
+                })
+            }
+            Inner::Tcp(stream) => loop {
+                let stream = stream.inner();
+                match stream.poll_read_ready(cx) {
+                    Poll::Ready(Ok(())) => {}
+                    Poll::Ready(Err(err)) => break Poll::Ready(Err(err)),
+                    Poll::Pending => break Poll::Pending,
+                }
+                // `try_read_buf` clears the readiness on WouldBlock, so the next
+                // `poll_read_ready` waits for the reactor.
+                match stream.try_read_buf(buf) {
+                    Ok(_) => {
+                        if let Some((scanner, guard)) = self.framing.as_mut() {
+                            scanner.scan(&buf[before..], guard);
+                        }
+                        break Poll::Ready(Ok(()));
+                    }
+                    Err(err) if err.kind() == io::ErrorKind::WouldBlock => {}
+                    Err(err) => break Poll::Ready(Err(err)),
+                }
+            },
+        };
+        if poll.is_ready() {
+            self.touch();
+        }
+        self.note_read(&poll);
+        poll.map_ok(|()| buf.len() - before)
+    }
+
+    /// Whether nothing arrived since the last read: no data, no end of stream, no error. Never
+    /// waits; on io_uring it leaves a receive armed, which the next read completes.
+    pub fn is_quiet(&mut self) -> bool {
+        if !self.unread.is_empty() {
+            return false;
+        }
+        let mut cx = Context::from_waker(std::task::Waker::noop());
+        match &mut self.inner {
+            Inner::Uring(socket) => socket.poll_read_ready(&mut cx).is_pending(),
+            Inner::Tcp(stream) => {
+                // A peek, since tokio's readiness may be left over from the last read; it is
+                // made only when the reactor saw an event since.
+                let mut byte = [0_u8; 1];
+                let mut peek = ReadBuf::new(&mut byte);
+                stream.inner().poll_peek(&mut cx, &mut peek).is_pending()
+            }
         }
     }
 

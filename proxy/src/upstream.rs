@@ -1,11 +1,12 @@
 //! Per-worker upstream state: each cluster's balancer and each endpoint's connection pool.
 //!
 //! Everything here belongs to one worker thread (`Rc`, `Cell`, `RefCell`; no locks). An
-//! HTTP/1.1 connection goes back to its pool only after its response was read to the end
-//! (see [`crate::body`]); an HTTP/2 connection is shared by all requests of the worker to that
-//! endpoint and reopened when it closes.
+//! HTTP/1.1 connection ([`h1`]) goes back to its pool only after its response was read to the
+//! end (see [`crate::body`]); an HTTP/2 connection is shared by all requests of the worker to
+//! that endpoint and reopened when it closes.
 
 use std::cell::{Cell, RefCell};
+use std::collections::VecDeque;
 use std::rc::Rc;
 use std::sync::Arc;
 
@@ -20,6 +21,8 @@ use crate::error::ProxyError;
 use crate::io;
 use crate::metrics::{ClusterStats, EndpointStats, Shard};
 use crate::worker::LocalExec;
+
+pub mod h1;
 
 /// A cluster as one worker sees it.
 #[derive(Debug)]
@@ -111,7 +114,8 @@ pub struct EndpointPool {
     protocol: UpstreamProtocol,
     connect_timeout: std::time::Duration,
     pool: strait_config::Pool,
-    idle: RefCell<Vec<(http1::SendRequest<RequestBody>, Instant)>>,
+    /// Idle HTTP/1.1 connections, the most recently used last.
+    idle: RefCell<VecDeque<(h1::Connection, Instant)>>,
     h2: RefCell<Option<http2::SendRequest<RequestBody>>>,
     open: Rc<Cell<usize>>,
     cluster_stats: Arc<ClusterStats>,
@@ -132,8 +136,8 @@ impl Drop for InFlight {
 /// An HTTP/1.1 connection checked out of a pool.
 #[derive(Debug)]
 pub struct H1Conn {
-    /// The request sender.
-    pub sender: http1::SendRequest<RequestBody>,
+    /// The connection.
+    pub conn: h1::Connection,
     /// Whether it came from the idle pool (and so may have been closed by the peer meanwhile).
     pub reused: bool,
 }
@@ -150,7 +154,7 @@ impl EndpointPool {
             protocol: cluster.protocol(),
             connect_timeout: cluster.connect_timeout(),
             pool: cluster.pool().clone(),
-            idle: RefCell::new(Vec::new()),
+            idle: RefCell::new(VecDeque::new()),
             h2: RefCell::new(None),
             open: Rc::new(Cell::new(0)),
             cluster_stats,
@@ -188,22 +192,18 @@ impl EndpointPool {
     pub async fn checkout_h1(&self) -> Result<H1Conn, ProxyError> {
         let now = Instant::now();
         loop {
-            let Some((sender, since)) = self.idle.borrow_mut().pop() else {
+            let Some((mut conn, since)) = self.idle.borrow_mut().pop_back() else {
                 break;
             };
-            if sender.is_closed() || now.duration_since(since) >= self.pool.idle_timeout {
+            // A connection the upstream closed (or wrote to) while idle is dropped here.
+            if now.duration_since(since) >= self.pool.idle_timeout || !conn.is_quiet() {
                 continue;
             }
-            if sender.is_ready() {
-                self.cluster_stats.connection_reuses.inc();
-                return Ok(H1Conn {
-                    sender,
-                    reused: true,
-                });
-            }
+            self.cluster_stats.connection_reuses.inc();
+            return Ok(H1Conn { conn, reused: true });
         }
-        self.connect_h1().await.map(|sender| H1Conn {
-            sender,
+        self.connect_h1().await.map(|conn| H1Conn {
+            conn,
             reused: false,
         })
     }
@@ -211,8 +211,18 @@ impl EndpointPool {
     /// Opens a new HTTP/1.1 connection (not pooled until its first response is read).
     ///
     /// # Errors
+    /// Connect failures, or [`ProxyError::PoolFull`].
+    pub async fn connect_h1(&self) -> Result<h1::Connection, ProxyError> {
+        let (socket, guard) = self.open_socket().await?;
+        Ok(h1::Connection::new(socket, guard))
+    }
+
+    /// Opens a new HTTP/1.1 connection through hyper's client, for a request that asks for a
+    /// protocol upgrade: after a 101 the connection belongs to the tunnel, never to the pool.
+    ///
+    /// # Errors
     /// Connect and handshake failures, or [`ProxyError::PoolFull`].
-    pub async fn connect_h1(&self) -> Result<http1::SendRequest<RequestBody>, ProxyError> {
+    pub async fn connect_upgrade(&self) -> Result<http1::SendRequest<RequestBody>, ProxyError> {
         let (socket, guard) = self.open_socket().await?;
         let (sender, conn) = http1::Builder::new()
             .max_buf_size(1024 * 1024)
@@ -232,13 +242,25 @@ impl EndpointPool {
     }
 
     /// Returns an HTTP/1.1 connection whose response was read to the end.
-    pub fn checkin_h1(&self, sender: http1::SendRequest<RequestBody>) {
-        if sender.is_closed() {
+    ///
+    /// Checking whether it is still open also arms a receive on io_uring (on epoll, one
+    /// `recv` that finds nothing), so that a close by the upstream while the connection is
+    /// idle is seen when it is checked out. The least recently used idle connection is checked
+    /// on the way, so that closed or expired ones do not linger while the others are busy.
+    pub fn checkin_h1(&self, mut conn: h1::Connection) {
+        if !conn.is_quiet() {
             return;
         }
+        conn.idle();
+        let now = Instant::now();
         let mut idle = self.idle.borrow_mut();
+        if let Some((oldest, since)) = idle.front_mut()
+            && (now.duration_since(*since) >= self.pool.idle_timeout || !oldest.is_quiet())
+        {
+            idle.pop_front();
+        }
         if idle.len() < self.pool.max_idle {
-            idle.push((sender, Instant::now()));
+            idle.push_back((conn, now));
         }
     }
 
@@ -289,6 +311,7 @@ impl EndpointPool {
 }
 
 /// Releases a connection slot when the connection ends.
+#[derive(Debug)]
 struct OpenGuard(Rc<Cell<usize>>);
 
 impl Drop for OpenGuard {

@@ -1,0 +1,335 @@
+//! The HTTP/1.1 upstream client against raw sockets on loopback.
+
+use std::cell::Cell;
+use std::rc::Rc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{HeaderMap, Request};
+use http_body::Frame;
+use http_body_util::BodyExt;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+
+use super::*;
+use crate::upstream::OpenGuard;
+
+const LIMIT: Duration = Duration::from_secs(10);
+
+/// A connection to a raw upstream socket, and that socket.
+async fn pair() -> (Connection, TcpStream) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let client = TcpStream::connect(listener.local_addr().unwrap())
+        .await
+        .unwrap();
+    let (server, _) = listener.accept().await.unwrap();
+    let slot = OpenGuard(Rc::new(Cell::new(1)));
+    (Connection::new(Socket::tcp(client), slot), server)
+}
+
+/// Reads one request head (up to the empty line) from the upstream side.
+async fn read_head(server: &mut TcpStream) -> String {
+    let mut head = Vec::new();
+    let mut byte = [0_u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        let n = tokio::time::timeout(LIMIT, server.read(&mut byte))
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(n, 1, "connection closed within the head: {head:?}");
+        head.push(byte[0]);
+    }
+    String::from_utf8(head).unwrap()
+}
+
+fn get(path: &str) -> Request<RequestBody> {
+    Request::get(path)
+        .header("host", "example")
+        .header("x-foo", "bar")
+        .body(RequestBody::default())
+        .unwrap()
+}
+
+fn post(body: &'static [u8]) -> Request<RequestBody> {
+    let first = (!body.is_empty()).then(|| Frame::data(Bytes::from_static(body)));
+    Request::post("/submit")
+        .header("host", "example")
+        .body(RequestBody::new(first, None))
+        .unwrap()
+}
+
+/// Sends `req`, has the upstream answer `response` (after reading the head), and returns the
+/// head it received and the outcome.
+async fn exchange(
+    req: Request<RequestBody>,
+    response: &'static [u8],
+) -> (String, Result<Response<Body>, Failure>, TcpStream) {
+    let (conn, mut server) = pair().await;
+    let upstream = async {
+        let head = read_head(&mut server).await;
+        server.write_all(response).await.unwrap();
+        head
+    };
+    let (head, result) = tokio::time::timeout(
+        LIMIT,
+        futures_util::future::join(upstream, Outgoing::new(req).send(conn)),
+    )
+    .await
+    .unwrap();
+    (head, result, server)
+}
+
+/// The body's data and trailers, read to the end.
+async fn read_body(body: &mut Body) -> io::Result<(Vec<u8>, Option<HeaderMap>)> {
+    let mut data = Vec::new();
+    let mut trailers = None;
+    while let Some(frame) = tokio::time::timeout(LIMIT, body.frame()).await.unwrap() {
+        let frame = frame?;
+        match frame.into_data() {
+            Ok(bytes) => data.extend_from_slice(&bytes),
+            Err(frame) => trailers = frame.into_trailers().ok(),
+        }
+    }
+    Ok((data, trailers))
+}
+
+#[tokio::test]
+async fn get_goes_in_origin_form_and_a_length_delimited_response_is_read() {
+    let (head, result, _server) = exchange(
+        get("/a?b=1"),
+        b"HTTP/1.1 200 OK\r\ncontent-length: 5\r\nx-up: 1\r\nx-up: 2\r\n\r\nhello",
+    )
+    .await;
+    assert_eq!(
+        head,
+        "GET /a?b=1 HTTP/1.1\r\nhost: example\r\nx-foo: bar\r\n\r\n"
+    );
+    let response = result.unwrap();
+    assert_eq!(response.status(), 200);
+    let ups: Vec<_> = response.headers().get_all("x-up").iter().collect();
+    assert_eq!(ups, ["1", "2"]);
+    let mut body = response.into_body();
+    assert_eq!(read_body(&mut body).await.unwrap().0, b"hello");
+    assert!(body.take_reusable().is_some());
+}
+
+#[tokio::test]
+async fn request_bodies_carry_their_length() {
+    let (head, result, mut server) = exchange(
+        post(b"ping"),
+        b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n",
+    )
+    .await;
+    assert_eq!(
+        head,
+        "POST /submit HTTP/1.1\r\nhost: example\r\ncontent-length: 4\r\n\r\n"
+    );
+    let mut sent = [0_u8; 4];
+    server.read_exact(&mut sent).await.unwrap();
+    assert_eq!(&sent, b"ping");
+    assert!(result.unwrap().into_body().take_reusable().is_some());
+
+    let (head, _, _) = exchange(post(b""), b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n").await;
+    assert!(head.ends_with("content-length: 0\r\n\r\n"), "{head}");
+}
+
+#[tokio::test]
+async fn chunked_responses_are_decoded_with_their_trailers() {
+    let (_, result, _server) = exchange(
+        get("/"),
+        b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n\
+          5;ext=1\r\nhello\r\n6\r\n world\r\n0\r\nx-checksum: abc\r\n\r\n",
+    )
+    .await;
+    let mut body = result.unwrap().into_body();
+    let (data, trailers) = read_body(&mut body).await.unwrap();
+    assert_eq!(data, b"hello world");
+    assert_eq!(trailers.unwrap()["x-checksum"], "abc");
+    assert!(body.take_reusable().is_some());
+}
+
+#[tokio::test]
+async fn broken_chunked_framing_fails_the_body() {
+    for response in [
+        &b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\nzz\r\nhello\r\n0\r\n\r\n"[..],
+        b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n5\r\nhelloXX0\r\n\r\n",
+    ] {
+        let (_, result, _server) = exchange(get("/"), response).await;
+        let mut body = result.unwrap().into_body();
+        let err = read_body(&mut body).await.unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::InvalidData, "{response:?}");
+        assert!(body.take_reusable().is_none());
+    }
+}
+
+#[tokio::test]
+async fn interim_responses_are_skipped() {
+    let (_, result, _server) = exchange(
+        get("/"),
+        b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 103 Early Hints\r\nlink: </a>\r\n\r\n\
+          HTTP/1.1 201 Created\r\ncontent-length: 2\r\n\r\nok",
+    )
+    .await;
+    let response = result.unwrap();
+    assert_eq!(response.status(), 201);
+    assert!(response.headers().get("link").is_none());
+    assert_eq!(read_body(&mut response.into_body()).await.unwrap().0, b"ok");
+}
+
+#[tokio::test]
+async fn a_body_up_to_the_close_is_read_and_the_connection_not_reused() {
+    let (_, result, mut server) = exchange(get("/"), b"HTTP/1.1 200 OK\r\n\r\nabc").await;
+    server.shutdown().await.unwrap();
+    let mut body = result.unwrap().into_body();
+    assert_eq!(read_body(&mut body).await.unwrap().0, b"abc");
+    assert!(body.take_reusable().is_none());
+}
+
+#[tokio::test]
+async fn bodiless_responses_end_at_their_head() {
+    let head = Request::head("/")
+        .header("host", "example")
+        .body(RequestBody::default())
+        .unwrap();
+    for (req, response) in [
+        (head, &b"HTTP/1.1 200 OK\r\ncontent-length: 10\r\n\r\n"[..]),
+        (get("/"), b"HTTP/1.1 204 No Content\r\n\r\n"),
+        (
+            get("/"),
+            b"HTTP/1.1 304 Not Modified\r\ncontent-length: 10\r\n\r\n",
+        ),
+    ] {
+        let (conn, mut server) = pair().await;
+        let upstream = async {
+            read_head(&mut server).await;
+            server.write_all(response).await.unwrap();
+        };
+        let ((), result) =
+            futures_util::future::join(upstream, Outgoing::new(req).send(conn)).await;
+        let mut body = result.unwrap().into_body();
+        assert!(http_body::Body::is_end_stream(&body));
+        assert_eq!(read_body(&mut body).await.unwrap().0, b"");
+        assert!(body.take_reusable().is_some(), "{response:?}");
+    }
+}
+
+#[tokio::test]
+async fn connections_the_upstream_will_close_are_not_reused() {
+    for response in [
+        &b"HTTP/1.1 200 OK\r\nconnection: close\r\ncontent-length: 1\r\n\r\nx"[..],
+        b"HTTP/1.0 200 OK\r\ncontent-length: 1\r\n\r\nx",
+        b"HTTP/1.1 200 OK\r\ncontent-length: 1\r\ntransfer-encoding: chunked\r\n\r\n1\r\nx\r\n0\r\n\r\n",
+    ] {
+        let (_, result, _server) = exchange(get("/"), response).await;
+        let mut body = result.unwrap().into_body();
+        assert_eq!(read_body(&mut body).await.unwrap().0, b"x");
+        assert!(body.take_reusable().is_none(), "{response:?}");
+    }
+    let (_, result, _server) = exchange(
+        get("/"),
+        b"HTTP/1.0 200 OK\r\nconnection: keep-alive\r\ncontent-length: 1\r\n\r\nx",
+    )
+    .await;
+    let mut body = result.unwrap().into_body();
+    read_body(&mut body).await.unwrap();
+    assert!(body.take_reusable().is_some());
+}
+
+#[tokio::test]
+async fn invalid_response_heads_are_refused() {
+    for (response, reason) in [
+        (&b"HTTP/1.1 2x0 OK\r\n\r\n"[..], "malformed response head"),
+        (
+            b"HTTP/1.1 200 OK\r\ncontent-length: 5, 6\r\n\r\n",
+            "invalid content-length",
+        ),
+        (
+            b"HTTP/1.1 200 OK\r\ncontent-length: -1\r\n\r\n",
+            "invalid content-length",
+        ),
+        (
+            b"HTTP/1.1 101 Switching Protocols\r\n\r\n",
+            "unexpected 101 switching protocols",
+        ),
+    ] {
+        let (_, result, _server) = exchange(get("/"), response).await;
+        match result {
+            Err(Failure::Invalid(got)) => assert_eq!(got, reason),
+            other => panic!("{response:?}: {other:?}"),
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_close_before_any_response_lets_only_idempotent_bodiless_requests_go_again() {
+    for (req, replayable) in [(get("/"), true), (post(b"data"), false), (post(b""), false)] {
+        let (conn, mut server) = pair().await;
+        let upstream = async {
+            read_head(&mut server).await;
+            drop(server);
+        };
+        let ((), result) =
+            futures_util::future::join(upstream, Outgoing::new(req).send(conn)).await;
+        match result {
+            Err(Failure::Unanswered(outgoing, _)) if replayable => {
+                // It goes again, whole, on another connection.
+                let (conn, mut server) = pair().await;
+                let upstream = async {
+                    let head = read_head(&mut server).await;
+                    server
+                        .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n")
+                        .await
+                        .unwrap();
+                    head
+                };
+                let (head, result) =
+                    futures_util::future::join(upstream, outgoing.send(conn)).await;
+                assert!(head.starts_with("GET / HTTP/1.1\r\n"), "{head}");
+                assert_eq!(result.unwrap().status(), 200);
+            }
+            Err(Failure::Closed(_)) if !replayable => {}
+            other => panic!("replayable {replayable}: {other:?}"),
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_body_cut_short_is_an_error() {
+    let (_, result, server) = exchange(
+        get("/"),
+        b"HTTP/1.1 200 OK\r\ncontent-length: 10\r\n\r\nabc",
+    )
+    .await;
+    drop(server);
+    let mut body = result.unwrap().into_body();
+    let err = read_body(&mut body).await.unwrap_err();
+    assert_eq!(err.kind(), io::ErrorKind::UnexpectedEof);
+    assert!(body.take_reusable().is_none());
+}
+
+#[tokio::test]
+async fn an_idle_connection_stops_being_quiet_when_the_upstream_closes_it() {
+    let (mut conn, server) = pair().await;
+    assert!(conn.is_quiet());
+    drop(server);
+    let deadline = tokio::time::Instant::now() + LIMIT;
+    while conn.is_quiet() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the close was never seen"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+#[test]
+fn chunk_sizes_are_hex_with_optional_extensions() {
+    assert_eq!(chunk_size(b"1a\r"), Some(26));
+    assert_eq!(chunk_size(b"0"), Some(0));
+    assert_eq!(chunk_size(b"A;name=value\r"), Some(10));
+    assert_eq!(chunk_size(b"5 ;x\r"), Some(5));
+    assert_eq!(chunk_size(b"\r"), None);
+    assert_eq!(chunk_size(b"5x\r"), None);
+    assert_eq!(chunk_size(b"-5\r"), None);
+    assert_eq!(chunk_size(b"1000000000000000\r"), None);
+}
