@@ -1,43 +1,71 @@
 #!/usr/bin/env bash
-# CPU per request of Strait on io_uring against epoll, in alternating pairs (issue #4).
+# CPU per request in alternating pairs: Strait on io_uring against epoll, or against NGINX
+# (issue #4).
 #
-#   benches/backends.sh                     # 5 pairs of 150,000 HTTP/1.1 requests
+#   benches/backends.sh                                 # 5 pairs of 150,000 HTTP/1.1 requests
 #   PAIRS=9 REQUESTS=300000 benches/backends.sh
+#   SIDES="uring nginx" benches/backends.sh             # Strait on io_uring against NGINX
+#   SIDES="uring epoll nginx" CASE=h2c benches/backends.sh   # h2c downstream (h2load -m10)
 #
 # compare.sh runs each proxy for a fixed time and divides; with CPU time moving by 10-30 %
-# between minutes on this shared machine, its uring and epoll medians overlap. Here each
-# repetition starts `strait run --workers 1 --io uring` and then `--io epoll` (CPU 1), sends
-# each the same fixed number of requests with `h2load --h1 -c32` (CPU 0, with the NGINX origin
-# of benches/lib/origin.sh) after a 20,000-request warm-up, and reads utime and stime from
-# /proc. Each pair runs within seconds, so drift hits both sides alike; the figure to read is
-# the median of the per-pair differences. Prints one line per run and a summary.
+# between minutes on this shared machine, close medians overlap. Here each repetition starts
+# every side in turn on CPU 1 with one worker (`uring`, `epoll`: `strait run --workers 1 --io
+# ...`; `nginx`: benches/lib/nginx.sh), sends each the same fixed number of requests with
+# h2load (`--h1 -c32`, or `-c32 -m10` for h2c; CPU 0, with the NGINX origin of
+# benches/lib/origin.sh) after a 20,000-request warm-up, and reads utime and stime from /proc.
+# Each repetition runs within seconds, so drift hits every side alike; the figures to read are
+# the medians of the per-repetition differences and ratios against the last side. Prints one
+# line per repetition and a summary.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 PAIRS=${PAIRS:-5}
 REQUESTS=${REQUESTS:-150000}
+SIDES=${SIDES:-"uring epoll"}
+CASE=${CASE:-h1}
 STRAIT=${STRAIT:-target/release/strait}
 [[ -x $STRAIT ]] || cargo build --release -p strait-proxy --bin strait
-command -v h2load >/dev/null || {
+command -v h2load >/dev/null && command -v nginx >/dev/null || {
   apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nghttp2-client nginx-light >/dev/null
 }
 source benches/lib/origin.sh
 source benches/lib/strait.sh
+source benches/lib/nginx.sh
 start_origin 0
 ticks=$(getconf CLK_TCK)
 
-run() { # $1 = io backend; prints "user_us sys_us" per request
+load=(-t1 -c32)
+case $CASE in
+  h1) load+=(--h1) ;;
+  h2c) load+=(-m10) ;;
+  *) echo "backends: CASE is h1 or h2c, not $CASE" >&2; exit 2 ;;
+esac
+
+run() { # $1 = side; prints "user_us sys_us" per request
   local port pid before after
   port=$(free_port)
-  strait_config "$work/strait.yaml" "$port"
-  taskset -c 1 "$STRAIT" run --config "$work/strait.yaml" --workers 1 --io "$1" --no-watch \
-    --admin 127.0.0.1:0 2>"$work/strait.log" &
+  case $1 in
+    uring | epoll)
+      strait_config "$work/strait.yaml" "$port"
+      taskset -c 1 "$STRAIT" run --config "$work/strait.yaml" --workers 1 --io "$1" --no-watch \
+        --admin 127.0.0.1:0 2>"$work/strait.log" &
+      ;;
+    nginx)
+      local h2=""
+      [[ $CASE == h2c ]] && h2=h2
+      nginx_proxy_config "$work/nginx" "$port" $h2
+      taskset -c 1 nginx -c "$work/nginx/nginx.conf" -p "$work/nginx" 2>"$work/nginx.log" &
+      ;;
+    *) echo "backends: unknown side $1 (uring, epoll, nginx)" >&2; exit 2 ;;
+  esac
   pid=$!
-  for _ in $(seq 100); do curl -s -o /dev/null "http://127.0.0.1:$port/" && break; sleep 0.1; done
-  taskset -c 0 h2load --h1 -t1 -c32 -n 20000 "http://127.0.0.1:$port/" >/dev/null
+  local http=--http1.1
+  [[ $CASE == h2c ]] && http=--http2-prior-knowledge
+  for _ in $(seq 100); do curl -s "$http" -o /dev/null "http://127.0.0.1:$port/" && break; sleep 0.1; done
+  taskset -c 0 h2load "${load[@]}" -n 20000 "http://127.0.0.1:$port/" >/dev/null
   before=$(awk '{print $14, $15}' "/proc/$pid/stat")
   local out
-  out=$(taskset -c 0 h2load --h1 -t1 -c32 -n "$REQUESTS" "http://127.0.0.1:$port/")
+  out=$(taskset -c 0 h2load "${load[@]}" -n "$REQUESTS" "http://127.0.0.1:$port/")
   after=$(awk '{print $14, $15}' "/proc/$pid/stat")
   grep -q "requests: $REQUESTS total, $REQUESTS started, $REQUESTS done, $REQUESTS succeeded" <<<"$out" || {
     echo "backends: not every request succeeded on $1: $(grep '^requests:' <<<"$out")" >&2; exit 1
@@ -47,20 +75,32 @@ run() { # $1 = io backend; prints "user_us sys_us" per request
 print(round((int(a[0])-int(b[0]))*f, 2), round((int(a[1])-int(b[1]))*f, 2))"
 }
 
+read -r -a sides <<<"$SIDES"
 results=()
 for pair in $(seq "$PAIRS"); do
-  read -r uu us < <(run uring)
-  read -r eu es < <(run epoll)
-  echo "pair $pair: uring $(python3 -c "print(round($uu+$us,2))") µs/request (user $uu, sys $us); epoll $(python3 -c "print(round($eu+$es,2))") (user $eu, sys $es)"
-  results+=("$uu $us $eu $es")
+  row=""
+  line="pair $pair:"
+  for side in "${sides[@]}"; do
+    read -r user sys < <(run "$side")
+    row+=" $user $sys"
+    line+=" $side $(python3 -c "print(round($user+$sys,2))") µs/request (user $user, sys $sys);"
+  done
+  echo "${line%;}"
+  results+=("$row")
 done
-printf '%s\n' "${results[@]}" | python3 -c '
-import statistics, sys
+printf '%s\n' "${results[@]}" | SIDES="$SIDES" CASE="$CASE" python3 -c '
+import os, statistics, sys
+names = os.environ["SIDES"].split()
 rows = [list(map(float, line.split())) for line in sys.stdin if line.strip()]
-u = [r[0] + r[1] for r in rows]; e = [r[2] + r[3] for r in rows]
-d = [a - b for a, b in zip(u, e)]
-print(f"median CPU µs/request: uring {statistics.median(u):.2f}, epoll {statistics.median(e):.2f}; "
-      f"uring - epoll per pair: median {statistics.median(d):+.2f} ({min(d):+.2f} to {max(d):+.2f}), "
-      f"ratio of medians x{statistics.median(u) / statistics.median(e):.3f}; "
-      f"sys: uring {statistics.median([r[1] for r in rows]):.2f}, epoll {statistics.median([r[3] for r in rows]):.2f}")
+total = {n: [r[2 * i] + r[2 * i + 1] for r in rows] for i, n in enumerate(names)}
+system = {n: [r[2 * i + 1] for r in rows] for i, n in enumerate(names)}
+ref = names[-1]
+case = os.environ["CASE"]
+print(f"{case}, median CPU µs/request: " + ", ".join(
+    f"{n} {statistics.median(total[n]):.2f} (sys {statistics.median(system[n]):.2f})" for n in names))
+for n in names[:-1]:
+    d = [a - b for a, b in zip(total[n], total[ref])]
+    q = [a / b for a, b in zip(total[n], total[ref])]
+    print(f"{n} - {ref} per pair: median {statistics.median(d):+.2f} ({min(d):+.2f} to {max(d):+.2f}); "
+          f"{n} / {ref} per pair: median x{statistics.median(q):.3f} (x{min(q):.3f} to x{max(q):.3f})")
 '

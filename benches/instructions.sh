@@ -31,6 +31,7 @@ fi
 
 source benches/lib/origin.sh
 source benches/lib/strait.sh
+source benches/lib/nginx.sh
 start_origin 0
 
 wait_port() {
@@ -53,32 +54,9 @@ start() { # $1 = proxy; sets PORT and PID (the valgrind process)
         --io "${1#strait-}" --no-watch ${STRAIT_FLAGS:-} 2>"$work/proxy.log" &
       ;;
     nginx)
-      # NGINX 1.22 speaks h2c with prior knowledge only on a port of its own: for h2c,
-      # that is the one listener.
       local h2=""
-      [[ $CASE == h2c ]] && h2=" http2"
-      mkdir -p "$work/nginx"
-      cat > "$work/nginx/nginx.conf" <<CONF
-worker_processes 1;
-master_process off;
-daemon off;
-pid $work/nginx/nginx.pid;
-error_log $work/nginx/error.log;
-events { worker_connections 4096; }
-http {
-  access_log off;
-  keepalive_requests 1000000;
-  upstream origin { server 127.0.0.1:$ORIGIN_PORT; keepalive 64; }
-  server {
-    listen 127.0.0.1:$PORT$h2;
-    location / {
-      proxy_pass http://origin;
-      proxy_http_version 1.1;
-      proxy_set_header Connection "";
-    }
-  }
-}
-CONF
+      [[ $CASE == h2c ]] && h2=h2
+      nginx_proxy_config "$work/nginx" "$PORT" $h2
       taskset -c 1 "${grind[@]}" nginx -c "$work/nginx/nginx.conf" -p "$work/nginx" 2>"$work/proxy.log" &
       ;;
     *) say "unknown proxy $1"; exit 2 ;;
