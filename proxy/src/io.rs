@@ -15,7 +15,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use bytes::{Buf, Bytes, BytesMut};
+use bytes::{Buf, BufMut, Bytes, BytesMut};
 use hyper::rt::{Read, ReadBufCursor, Write};
 use hyper_util::rt::TokioIo;
 use socket2::{Domain, Protocol, Socket as RawSocket, Type};
@@ -233,26 +233,22 @@ impl Socket {
                     buf.extend_from_slice(data);
                 })
             }
-            Inner::Tcp(stream) => loop {
-                let stream = stream.inner();
-                match stream.poll_read_ready(cx) {
-                    Poll::Ready(Ok(())) => {}
-                    Poll::Ready(Err(err)) => break Poll::Ready(Err(err)),
-                    Poll::Pending => break Poll::Pending,
-                }
-                // `try_read_buf` clears the readiness on WouldBlock, so the next
-                // `poll_read_ready` waits for the reactor.
-                match stream.try_read_buf(buf) {
-                    Ok(_) => {
-                        if let Some((scanner, guard)) = self.framing.as_mut() {
-                            scanner.scan(&buf[before..], guard);
-                        }
-                        break Poll::Ready(Ok(()));
+            Inner::Tcp(stream) => {
+                // tokio's `poll_read` (unlike `try_read_buf`) forgets the readiness after a
+                // read that did not fill the buffer, so an idle connection is not read (or
+                // peeked, by `is_quiet`) again until the reactor reports new data.
+                let mut read_buf = ReadBuf::uninit(buf.spare_capacity_mut());
+                let poll = Pin::new(stream.inner_mut()).poll_read(cx, &mut read_buf);
+                let n = read_buf.filled().len();
+                if let Poll::Ready(Ok(())) = poll {
+                    // SAFETY: the read initialised the first `n` bytes of the spare capacity.
+                    unsafe { buf.advance_mut(n) };
+                    if let Some((scanner, guard)) = self.framing.as_mut() {
+                        scanner.scan(&buf[before..], guard);
                     }
-                    Err(err) if err.kind() == io::ErrorKind::WouldBlock => {}
-                    Err(err) => break Poll::Ready(Err(err)),
                 }
-            },
+                poll
+            }
         };
         if poll.is_ready() {
             self.touch();
