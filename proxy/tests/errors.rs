@@ -43,10 +43,9 @@ async fn connect_refused_is_502() {
     expect_error(&proxy, "/", 502, "connect_failed").await;
 }
 
-#[tokio::test]
-async fn upstream_reset_after_the_request_is_502() {
-    let _trace = trace_init();
-    // Reads the request head, then resets the connection (SO_LINGER 0) without answering.
+/// An upstream that reads each request head, then writes `answer` and closes, or without an
+/// answer resets the connection (SO_LINGER 0).
+async fn raw_upstream(answer: Option<&'static [u8]>) -> std::net::SocketAddr {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     tokio::spawn(async move {
@@ -59,12 +58,38 @@ async fn upstream_reset_after_the_request_is_502() {
                     Ok(n) => head.extend_from_slice(&buf[..n]),
                 }
             }
-            let _ = socket2::SockRef::from(&stream).set_linger(Some(Duration::ZERO));
+            match answer {
+                Some(bytes) => {
+                    let _ = tokio::io::AsyncWriteExt::write_all(&mut stream, bytes).await;
+                }
+                None => {
+                    let _ = socket2::SockRef::from(&stream).set_linger(Some(Duration::ZERO));
+                }
+            }
             drop(stream);
         }
     });
-    let proxy = TestProxy::start(&single("http1", &[addr]), 1);
+    addr
+}
+
+#[tokio::test]
+async fn upstream_reset_after_the_request_is_502() {
+    let _trace = trace_init();
+    let proxy = TestProxy::start(&single("http1", &[raw_upstream(None).await]), 1);
     expect_error(&proxy, "/", 502, "upstream_reset").await;
+}
+
+#[tokio::test]
+async fn invalid_upstream_responses_are_502() {
+    let _trace = trace_init();
+    for answer in [
+        &b"NOT HTTP AT ALL\r\n\r\n"[..],
+        b"HTTP/1.1 200 OK\r\ncontent-length: 5, 6\r\n\r\nhello",
+        b"HTTP/1.1 101 Switching Protocols\r\nupgrade: x\r\n\r\n",
+    ] {
+        let proxy = TestProxy::start(&single("http1", &[raw_upstream(Some(answer)).await]), 1);
+        expect_error(&proxy, "/", 502, "upstream_invalid_response").await;
+    }
 }
 
 #[tokio::test]

@@ -127,3 +127,20 @@ async fn a_valid_request_on_the_same_path_does_reach_the_upstream() {
     assert_eq!(upstream.requests_seen(), 1);
     assert_eq!(upstream.last_request().unwrap().body_len, 3);
 }
+
+#[tokio::test]
+async fn a_body_that_breaks_after_its_first_chunk_is_400() {
+    // The first chunk is read before anything goes upstream; the broken second one fails the
+    // upload under way, which is the client's fault, not the upstream's.
+    let _trace = trace_init();
+    let upstream = Upstream::builder().name("a").http1_only().start().await;
+    let proxy = TestProxy::start(&single("http1", &[upstream.addr()]), 1);
+    let request = b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\nZZ\r\nabc\r\n0\r\n\r\n";
+    let response = raw_exchange(proxy.addr(), request, Duration::from_secs(3))
+        .await
+        .unwrap();
+    assert_eq!(parse_status(&response), Some(400));
+    let text = String::from_utf8_lossy(&response).to_ascii_lowercase();
+    assert!(text.contains("x-strait-error: bad_request_body"), "{text}");
+    assert!(text.contains("connection: close"), "{text}");
+}
