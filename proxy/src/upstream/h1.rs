@@ -52,6 +52,8 @@ pub struct ConnectionState {
     socket: Socket,
     /// Bytes read and not yet consumed.
     buf: BytesMut,
+    /// Whether any byte of a response arrived since the connection was last idle.
+    answered: bool,
     _slot: OpenGuard,
 }
 
@@ -74,6 +76,7 @@ impl Connection {
         Self(Box::new(ConnectionState {
             socket,
             buf: BytesMut::new(),
+            answered: false,
             _slot: slot,
         }))
     }
@@ -89,6 +92,7 @@ impl ConnectionState {
     /// Prepares the connection to wait in its pool: frees the read buffer.
     pub(super) fn idle(&mut self) {
         self.buf = BytesMut::new();
+        self.answered = false;
     }
 
     fn poll_read(&mut self, cx: &mut Context<'_>, want: usize) -> Poll<io::Result<usize>> {
@@ -116,19 +120,18 @@ impl ConnectionState {
                     return Poll::Ready(Err(HeadError::Invalid("response head too large")));
                 }
             }
-            let before = self.buf.is_empty();
             match ready!(self.poll_read(cx, READ_MIN)) {
                 Ok(0) => {
                     return Poll::Ready(Err(HeadError::Closed {
                         source: io::ErrorKind::UnexpectedEof.into(),
-                        silent: before,
+                        silent: !self.answered,
                     }));
                 }
-                Ok(_) => {}
+                Ok(_) => self.answered = true,
                 Err(source) => {
                     return Poll::Ready(Err(HeadError::Closed {
                         source,
-                        silent: before,
+                        silent: !self.answered,
                     }));
                 }
             }

@@ -333,3 +333,26 @@ fn chunk_sizes_are_hex_with_optional_extensions() {
     assert_eq!(chunk_size(b"-5\r"), None);
     assert_eq!(chunk_size(b"1000000000000000\r"), None);
 }
+
+#[tokio::test]
+async fn a_close_after_an_interim_response_is_not_unanswered() {
+    let (conn, mut server) = pair().await;
+    let upstream = async move {
+        read_head(&mut server).await;
+        server
+            .write_all(b"HTTP/1.1 100 Continue\r\n\r\n")
+            .await
+            .unwrap();
+        drop(server);
+    };
+    let ((), result) = tokio::time::timeout(
+        LIMIT,
+        futures_util::future::join(upstream, Outgoing::new(get("/")).send(conn)),
+    )
+    .await
+    .unwrap();
+    match result {
+        Err(Failure::Closed(_)) => {}
+        other => panic!("the upstream answered (100), so the GET must not go again: {other:?}"),
+    }
+}
