@@ -162,19 +162,46 @@ impl Drop for Completion {
 
 #[derive(Debug)]
 enum Kind {
-    /// From hyper's client: HTTP/2, or an HTTP/1.1 upgrade.
-    Upstream(Incoming),
-    H1(h1::Body),
+    Upstream(UpstreamBody),
     Full(Option<Bytes>),
 }
 
 /// An upstream response body, as either client reads it.
 #[derive(Debug)]
 pub enum UpstreamBody {
-    /// From hyper's client.
+    /// From hyper's client: HTTP/2, or an HTTP/1.1 upgrade.
     Hyper(Incoming),
     /// From an HTTP/1.1 connection of the pool.
     H1(h1::Body),
+}
+
+impl Body for UpstreamBody {
+    type Data = Bytes;
+    type Error = BodyError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
+        match self.get_mut() {
+            Self::Hyper(body) => Pin::new(body).poll_frame(cx).map_err(Into::into),
+            Self::H1(body) => Pin::new(body).poll_frame(cx).map_err(Into::into),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match self {
+            Self::Hyper(body) => body.is_end_stream(),
+            Self::H1(body) => body.is_end_stream(),
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self {
+            Self::Hyper(body) => body.size_hint(),
+            Self::H1(body) => body.size_hint(),
+        }
+    }
 }
 
 /// What a finished upstream response gives back: the in-flight count, and the HTTP/1.1
@@ -200,10 +227,7 @@ impl ResponseBody {
     /// An upstream response body.
     pub fn upstream(body: UpstreamBody, release: Release) -> Self {
         Self {
-            kind: match body {
-                UpstreamBody::Hyper(body) => Kind::Upstream(body),
-                UpstreamBody::H1(body) => Kind::H1(body),
-            },
+            kind: Kind::Upstream(body),
             release: Some(release),
             completion: None,
             busy: None,
@@ -251,9 +275,8 @@ impl Body for ResponseBody {
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
-        let poll: Poll<Option<Result<Frame<Bytes>, BodyError>>> = match &mut self.kind {
-            Kind::Upstream(body) => Pin::new(body).poll_frame(cx).map_err(Into::into),
-            Kind::H1(body) => Pin::new(body).poll_frame(cx).map_err(Into::into),
+        let poll = match &mut self.kind {
+            Kind::Upstream(body) => Pin::new(body).poll_frame(cx),
             Kind::Full(bytes) => Poll::Ready(bytes.take().map(|b| Ok(Frame::data(b)))),
         };
         if let (Poll::Ready(Some(Ok(frame))), Some(completion)) = (&poll, self.completion.as_mut())
@@ -271,7 +294,6 @@ impl Body for ResponseBody {
     fn is_end_stream(&self) -> bool {
         match &self.kind {
             Kind::Upstream(body) => body.is_end_stream(),
-            Kind::H1(body) => body.is_end_stream(),
             Kind::Full(bytes) => bytes.is_none(),
         }
     }
@@ -279,7 +301,6 @@ impl Body for ResponseBody {
     fn size_hint(&self) -> SizeHint {
         match &self.kind {
             Kind::Upstream(body) => body.size_hint(),
-            Kind::H1(body) => body.size_hint(),
             Kind::Full(bytes) => SizeHint::with_exact(bytes.as_ref().map_or(0, |b| b.len() as u64)),
         }
     }
@@ -292,7 +313,7 @@ impl Drop for ResponseBody {
         };
         // A connection whose exchange did not end cleanly may still have bytes in flight:
         // it is closed rather than reused.
-        if let Kind::H1(body) = &mut self.kind
+        if let Kind::Upstream(UpstreamBody::H1(body)) = &mut self.kind
             && let Some(conn) = body.take_reusable()
         {
             release.pool.checkin_h1(conn);

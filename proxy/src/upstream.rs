@@ -243,9 +243,10 @@ impl EndpointPool {
 
     /// Returns an HTTP/1.1 connection whose response was read to the end.
     ///
-    /// Checking whether it is still open also arms a receive on io_uring (on epoll, one
-    /// `recv` that finds nothing), so that a close by the upstream while the connection is
-    /// idle is seen when it is checked out. The least recently used idle connection is checked
+    /// Checking whether it is still open also arms a receive on io_uring (on epoll, registers
+    /// with the reactor; a peek only if it reported the socket readable since the last read),
+    /// so that a close by the upstream while the connection is idle is seen when it is checked
+    /// out. The least recently used idle connection is checked
     /// on the way, so that closed or expired ones do not linger while the others are busy.
     pub fn checkin_h1(&self, mut conn: h1::Connection) {
         if !conn.is_quiet() {
