@@ -58,25 +58,36 @@ fn post(body: &'static [u8]) -> Request<RequestBody> {
         .unwrap()
 }
 
-/// Sends `req`, has the upstream answer `response` (after reading the head), and returns the
-/// head it received and the outcome.
-async fn exchange(
-    req: Request<RequestBody>,
-    response: &'static [u8],
-) -> (String, Result<Response<Body>, Failure>, TcpStream) {
+/// Sends `outgoing` on a new connection whose upstream reads the request head, writes
+/// `answer` and then, if `close`, closes the connection (else hands it back); returns the head
+/// the upstream received and the outcome, all within [`LIMIT`].
+async fn send_to(
+    outgoing: Outgoing,
+    answer: &'static [u8],
+    close: bool,
+) -> (String, Result<Response<Body>, Failure>, Option<TcpStream>) {
     let (conn, mut server) = pair().await;
-    let upstream = async {
+    let upstream = async move {
         let head = read_head(&mut server).await;
-        server.write_all(response).await.unwrap();
-        head
+        server.write_all(answer).await.unwrap();
+        (head, (!close).then_some(server))
     };
-    let (head, result) = tokio::time::timeout(
+    let ((head, server), result) = tokio::time::timeout(
         LIMIT,
-        futures_util::future::join(upstream, Outgoing::new(req).send(conn)),
+        futures_util::future::join(upstream, outgoing.send(conn)),
     )
     .await
     .unwrap();
     (head, result, server)
+}
+
+/// Sends `req`, has the upstream answer `response` and keep the connection open.
+async fn exchange(
+    req: Request<RequestBody>,
+    response: &'static [u8],
+) -> (String, Result<Response<Body>, Failure>, TcpStream) {
+    let (head, result, server) = send_to(Outgoing::new(req), response, false).await;
+    (head, result, server.unwrap())
 }
 
 /// The body's data and trailers, read to the end.
@@ -199,13 +210,7 @@ async fn bodiless_responses_end_at_their_head() {
             b"HTTP/1.1 304 Not Modified\r\ncontent-length: 10\r\n\r\n",
         ),
     ] {
-        let (conn, mut server) = pair().await;
-        let upstream = async {
-            read_head(&mut server).await;
-            server.write_all(response).await.unwrap();
-        };
-        let ((), result) =
-            futures_util::future::join(upstream, Outgoing::new(req).send(conn)).await;
+        let (_, result, _server) = exchange(req, response).await;
         let mut body = result.unwrap().into_body();
         assert!(http_body::Body::is_end_stream(&body));
         assert_eq!(read_body(&mut body).await.unwrap().0, b"");
@@ -263,27 +268,12 @@ async fn invalid_response_heads_are_refused() {
 #[tokio::test]
 async fn a_close_before_any_response_lets_only_idempotent_bodiless_requests_go_again() {
     for (req, replayable) in [(get("/"), true), (post(b"data"), false), (post(b""), false)] {
-        let (conn, mut server) = pair().await;
-        let upstream = async {
-            read_head(&mut server).await;
-            drop(server);
-        };
-        let ((), result) =
-            futures_util::future::join(upstream, Outgoing::new(req).send(conn)).await;
+        let (_, result, _) = send_to(Outgoing::new(req), b"", true).await;
         match result {
             Err(Failure::Unanswered(outgoing, _)) if replayable => {
                 // It goes again, whole, on another connection.
-                let (conn, mut server) = pair().await;
-                let upstream = async {
-                    let head = read_head(&mut server).await;
-                    server
-                        .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n")
-                        .await
-                        .unwrap();
-                    head
-                };
-                let (head, result) =
-                    futures_util::future::join(upstream, outgoing.send(conn)).await;
+                let ok = b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n";
+                let (head, result, _server) = send_to(outgoing, ok, false).await;
                 assert!(head.starts_with("GET / HTTP/1.1\r\n"), "{head}");
                 assert_eq!(result.unwrap().status(), 200);
             }
@@ -336,21 +326,8 @@ fn chunk_sizes_are_hex_with_optional_extensions() {
 
 #[tokio::test]
 async fn a_close_after_an_interim_response_is_not_unanswered() {
-    let (conn, mut server) = pair().await;
-    let upstream = async move {
-        read_head(&mut server).await;
-        server
-            .write_all(b"HTTP/1.1 100 Continue\r\n\r\n")
-            .await
-            .unwrap();
-        drop(server);
-    };
-    let ((), result) = tokio::time::timeout(
-        LIMIT,
-        futures_util::future::join(upstream, Outgoing::new(get("/")).send(conn)),
-    )
-    .await
-    .unwrap();
+    let interim = b"HTTP/1.1 100 Continue\r\n\r\n";
+    let (_, result, _) = send_to(Outgoing::new(get("/")), interim, true).await;
     match result {
         Err(Failure::Closed(_)) => {}
         other => panic!("the upstream answered (100), so the GET must not go again: {other:?}"),
