@@ -656,20 +656,25 @@ impl Endpoint {
 /// Upstream connection pool limits, per worker and endpoint.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Pool {
-    /// Most idle HTTP/1.1 connections kept. Default 64.
+    /// Most idle HTTP/1.1 connections kept. Default 1024 (as many as may be open): what a
+    /// burst opened stays for reuse, and the purge closes what later load does not need.
     pub max_idle: usize,
     /// Most open connections (idle and busy). Default 1024.
     pub max_connections: usize,
     /// Time an idle pooled connection is kept. Default 60 s.
     pub idle_timeout: Duration,
+    /// Every `purge_interval`, half of the idle connections that no request needed during the
+    /// last interval are closed (HAProxy's `pool-purge-delay`). Default 5 s.
+    pub purge_interval: Duration,
 }
 
 impl Default for Pool {
     fn default() -> Self {
         Self {
-            max_idle: 64,
+            max_idle: 1024,
             max_connections: 1024,
             idle_timeout: Duration::from_secs(60),
+            purge_interval: Duration::from_secs(5),
         }
     }
 }

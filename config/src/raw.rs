@@ -199,6 +199,7 @@ pub(crate) struct Pool {
     pub(crate) max_idle: Option<i64>,
     pub(crate) max_connections: Option<i64>,
     pub(crate) idle_timeout: Option<Scalar>,
+    pub(crate) purge_interval: Option<Scalar>,
 }
 
 #[derive(Debug, Default, Deserialize, Serialize)]

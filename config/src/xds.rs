@@ -13,7 +13,7 @@
 //! | cluster | Cluster of type EDS (ADS), `connect_timeout`, `lb_policy`; `http2` and `downstream` as upstream HttpProtocolOptions; `hash_key` as the routes' hash policy; `pool.max_connections` as a circuit breaker |
 //! | endpoints | ClusterLoadAssignment, one locality; endpoints with health UNHEALTHY, DRAINING or TIMEOUT are left out on the way back |
 //!
-//! Settings xDS has no field for (`pool.max_idle`, the HTTP/2 reset limits) travel in the
+//! Settings xDS has no field for (`pool.max_idle` and `purge_interval`, the HTTP/2 reset limits) travel in the
 //! resource's metadata under `io.strait`. What Strait cannot honour on the way back (TLS, other
 //! filters, other discovery types) is an error naming the resource and the field.
 
@@ -621,6 +621,7 @@ fn to_cluster(c: &Cluster) -> cluster::Cluster {
         #[allow(clippy::cast_precision_loss)] // limits stay far below 2^52
         metadata: Some(metadata(&json!({
             "max_idle": c.pool().max_idle,
+            "purge_interval_ms": u64::try_from(c.pool().purge_interval.as_millis()).unwrap_or(u64::MAX),
             "hash_key": c.hash_key().map(|key| match key {
                 HashKey::Header(name) => format!("header:{name}"),
                 HashKey::Cookie(name) => format!("cookie:{name}"),
@@ -1019,6 +1020,9 @@ fn document(r: &Resources, problems: &mut Vec<String>) -> Value {
         }
         if let Some(n) = strait_metadata(c.metadata.as_ref(), "max_idle") {
             pool.insert("max_idle".into(), json!(n));
+        }
+        if let Some(ms) = strait_metadata(c.metadata.as_ref(), "purge_interval_ms") {
+            pool.insert("purge_interval".into(), json!(format!("{ms}ms")));
         }
         if !pool.is_empty() {
             cluster["pool"] = Value::Object(pool);

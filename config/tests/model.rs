@@ -63,7 +63,8 @@ fn defaults_are_applied() {
     assert_eq!(cluster.connect_timeout(), Duration::from_secs(5));
     assert_eq!(cluster.endpoints()[0].weight(), 1);
     assert_eq!(cluster.pool(), &Pool::default());
-    assert_eq!(cluster.pool().max_idle, 64);
+    assert_eq!(cluster.pool().max_idle, 1024);
+    assert_eq!(cluster.pool().purge_interval, Duration::from_secs(5));
     assert_eq!(cluster.pool().max_connections, 1024);
     assert_eq!(cluster.pool().idle_timeout, Duration::from_secs(60));
 }

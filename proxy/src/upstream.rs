@@ -9,6 +9,7 @@ use std::cell::{Cell, RefCell};
 use std::collections::VecDeque;
 use std::rc::Rc;
 use std::sync::Arc;
+use std::time::Duration;
 
 use hyper::client::conn::{http1, http2};
 use hyper_util::rt::TokioTimer;
@@ -112,10 +113,11 @@ impl ClusterState {
 pub struct EndpointPool {
     addr: std::net::SocketAddr,
     protocol: UpstreamProtocol,
-    connect_timeout: std::time::Duration,
+    connect_timeout: Duration,
     pool: strait_config::Pool,
     /// Idle HTTP/1.1 connections, the most recently used last.
     idle: RefCell<VecDeque<(h1::Connection, Instant)>>,
+    purge: Cell<Purge>,
     h2: RefCell<Option<http2::SendRequest<RequestBody>>>,
     open: Rc<Cell<usize>>,
     cluster_stats: Arc<ClusterStats>,
@@ -155,6 +157,7 @@ impl EndpointPool {
             connect_timeout: cluster.connect_timeout(),
             pool: cluster.pool().clone(),
             idle: RefCell::new(VecDeque::new()),
+            purge: Cell::new(Purge::new(Instant::now())),
             h2: RefCell::new(None),
             open: Rc::new(Cell::new(0)),
             cluster_stats,
@@ -199,9 +202,11 @@ impl EndpointPool {
             if now.duration_since(since) >= self.pool.idle_timeout || !conn.is_quiet() {
                 continue;
             }
+            self.taken();
             self.cluster_stats.connection_reuses.inc();
             return Ok(H1Conn { conn, reused: true });
         }
+        self.taken();
         self.connect_h1().await.map(|conn| H1Conn {
             conn,
             reused: false,
@@ -247,7 +252,8 @@ impl EndpointPool {
     /// with the reactor; a peek only if it reported the socket readable since the last read),
     /// so that a close by the upstream while the connection is idle is seen when it is checked
     /// out. The least recently used idle connection is checked
-    /// on the way, so that closed or expired ones do not linger while the others are busy.
+    /// on the way, so that closed or expired ones do not linger while the others are busy, and
+    /// once per `pool.purge_interval` the connections no request needed are thinned ([`Purge`]).
     pub fn checkin_h1(&self, mut conn: h1::Connection) {
         if !conn.is_quiet() {
             return;
@@ -260,9 +266,26 @@ impl EndpointPool {
         {
             idle.pop_front();
         }
+        let mut purge = self.purge.get();
+        let surplus = purge.surplus(now, self.pool.purge_interval, idle.len());
+        self.purge.set(purge);
+        if surplus > 0 {
+            // The front holds the least recently used; dropping a connection closes it.
+            idle.drain(..surplus);
+            self.cluster_stats
+                .connections_purged
+                .add(u64::try_from(surplus).unwrap_or(u64::MAX));
+        }
         if idle.len() < self.pool.max_idle {
             idle.push_back((conn, now));
         }
+    }
+
+    /// Notes the idle connections left after a checkout, for the purge.
+    fn taken(&self) {
+        let mut purge = self.purge.get();
+        purge.taken(self.idle.borrow().len());
+        self.purge.set(purge);
     }
 
     /// The worker's HTTP/2 connection to this endpoint, opened if needed.
@@ -311,6 +334,43 @@ impl EndpointPool {
     }
 }
 
+/// Thins a pool's idle connections down to what the load uses (HAProxy's `pool-purge-delay`).
+///
+/// Idle connections are taken most recently used first, so those no request needed sit at the
+/// front of the list. `low`, the fewest idle connections seen during the current interval,
+/// counts them: at the end of each interval half of them (rounded up) are closed. A pool a burst
+/// filled shrinks by halves once the load is lower, while one whose connections all serve keeps
+/// them; nothing runs between requests (the check rides on checkins).
+#[derive(Debug, Clone, Copy)]
+struct Purge {
+    low: usize,
+    since: Instant,
+}
+
+impl Purge {
+    /// The first interval starts at `now` with an empty pool.
+    fn new(now: Instant) -> Self {
+        Self { low: 0, since: now }
+    }
+
+    /// A checkout left `idle` connections in the pool.
+    fn taken(&mut self, idle: usize) {
+        self.low = self.low.min(idle);
+    }
+
+    /// At a checkin with `idle` connections in the pool: how many of the least recently used to
+    /// close now. Starts the next interval once `interval` has passed.
+    fn surplus(&mut self, now: Instant, interval: Duration, idle: usize) -> usize {
+        if now.duration_since(self.since) < interval {
+            return 0;
+        }
+        let close = self.low.min(idle).div_ceil(2);
+        self.low = idle - close;
+        self.since = now;
+        close
+    }
+}
+
 /// Releases a connection slot when the connection ends.
 #[derive(Debug)]
 struct OpenGuard(Rc<Cell<usize>>);
@@ -318,5 +378,65 @@ struct OpenGuard(Rc<Cell<usize>>);
 impl Drop for OpenGuard {
     fn drop(&mut self) {
         self.0.set(self.0.get().saturating_sub(1));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use tokio::time::Instant;
+
+    use super::Purge;
+
+    const INTERVAL: Duration = Duration::from_secs(5);
+
+    #[test]
+    fn connections_every_interval_uses_are_kept() {
+        let start = Instant::now();
+        let mut purge = Purge::new(start);
+        // 100 idle after a burst; each interval, the load takes all 100 at once.
+        for i in 1..=5 {
+            purge.taken(0);
+            assert_eq!(purge.surplus(start + INTERVAL * i, INTERVAL, 100), 0);
+        }
+    }
+
+    #[test]
+    fn unused_connections_are_halved_each_interval() {
+        let start = Instant::now();
+        let mut purge = Purge::new(start);
+        // The first interval only learns the pool's size.
+        assert_eq!(purge.surplus(start + INTERVAL, INTERVAL, 100), 0);
+        // Then the load never needs more than 10 at a time: 90 sit unused.
+        let mut idle = 100;
+        let mut closed = Vec::new();
+        for i in 2..=12 {
+            purge.taken(idle - 10);
+            let close = purge.surplus(start + INTERVAL * i, INTERVAL, idle);
+            idle -= close;
+            closed.push(close);
+        }
+        assert_eq!(closed, [45, 23, 11, 6, 3, 1, 1, 0, 0, 0, 0]);
+        assert_eq!(idle, 10);
+    }
+
+    #[test]
+    fn nothing_is_closed_before_the_interval_ends() {
+        let start = Instant::now();
+        let mut purge = Purge::new(start);
+        assert_eq!(purge.surplus(start + INTERVAL, INTERVAL, 8), 0);
+        let almost = start + INTERVAL * 2 - Duration::from_millis(1);
+        assert_eq!(purge.surplus(almost, INTERVAL, 8), 0);
+        assert_eq!(purge.surplus(start + INTERVAL * 2, INTERVAL, 8), 4);
+    }
+
+    #[test]
+    fn connections_closed_meanwhile_are_not_counted_twice() {
+        let start = Instant::now();
+        let mut purge = Purge::new(start);
+        assert_eq!(purge.surplus(start + INTERVAL, INTERVAL, 20), 0);
+        // No checkout during the interval, but 16 expired or were closed by the upstream.
+        assert_eq!(purge.surplus(start + INTERVAL * 2, INTERVAL, 4), 2);
     }
 }

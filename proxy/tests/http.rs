@@ -5,6 +5,8 @@
 
 mod common;
 
+use std::time::Duration;
+
 use bytes::Bytes;
 use common::{TestProxy, cluster, config, single};
 use http::{Request, Version};
@@ -181,7 +183,7 @@ async fn raw_status_line(proxy: std::net::SocketAddr, request: &str) -> String {
         }
         head
     };
-    let head = tokio::time::timeout(std::time::Duration::from_secs(10), exchange)
+    let head = tokio::time::timeout(Duration::from_secs(10), exchange)
         .await
         .expect("a response within 10 s");
     let text = String::from_utf8_lossy(&head);
@@ -331,6 +333,72 @@ async fn round_robin_spreads_over_endpoints_and_reuses_connections() {
         "keep-alive connection reused after each full response"
     );
     assert_eq!(b.connections_seen(), 1);
+}
+
+/// What a burst opened stays pooled (no `max_idle` cap below `max_connections` by default);
+/// once the load is lower, each `purge_interval` closes half of the idle connections no request
+/// needed, until what is left is what the load uses.
+#[tokio::test]
+async fn a_burst_stays_pooled_until_the_purge_thins_it_to_the_load() {
+    const BURST: usize = 16;
+    let _trace = trace_init();
+    let upstream = Upstream::builder().http1_only().start().await;
+    let clusters = format!(
+        "- name: up\n  pool: {{ purge_interval: 300ms }}\n  endpoints: [\"{}\"]\n",
+        upstream.addr()
+    );
+    let routes = "- match: { prefix: / }\n  cluster: up\n";
+    let proxy = TestProxy::start(&config(routes, &clusters), 1);
+    let mut burst = tokio::task::JoinSet::new();
+    for _ in 0..BURST {
+        let addr = proxy.addr();
+        burst.spawn(async move {
+            let client = http1_client(addr).await.unwrap();
+            client.get("/delay/300").await.unwrap().status()
+        });
+    }
+    while let Some(status) = burst.join_next().await {
+        assert_eq!(status.unwrap(), 200);
+    }
+    assert_eq!(upstream.connections_seen(), BURST);
+    // Only a connection idle for a whole interval can be purged: none is yet.
+    assert_eq!(
+        upstream.connections_open(),
+        BURST,
+        "the burst's connections stay pooled"
+    );
+
+    // One request at a time: the pool shrinks to the one connection the load uses.
+    let client = http1_client(proxy.addr()).await.unwrap();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    for _ in 0..200_000 {
+        if upstream.connections_open() <= 1 || tokio::time::Instant::now() > deadline {
+            break;
+        }
+        assert_eq!(client.get("/").await.unwrap().status(), 200);
+    }
+    assert_eq!(
+        upstream.connections_open(),
+        1,
+        "the purge leaves what the load uses"
+    );
+    assert_eq!(
+        upstream.connections_seen(),
+        BURST,
+        "no connection was opened again"
+    );
+    let metrics = http1_client(proxy.admin())
+        .await
+        .unwrap()
+        .get("/metrics")
+        .await
+        .unwrap();
+    let metrics = body_text(metrics).await;
+    let purged = format!(
+        "strait_upstream_connections_purged_total{{cluster=\"up\"}} {}",
+        BURST - 1
+    );
+    assert!(metrics.contains(&purged), "{purged} in\n{metrics}");
 }
 
 #[tokio::test]

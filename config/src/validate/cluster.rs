@@ -465,10 +465,17 @@ fn pool(raw: Option<&raw::Pool>, cluster: &str, problems: &mut Problems) -> Opti
         &format!("{path}.idle_timeout"),
         problems,
     );
+    let purge_interval = duration(
+        raw.purge_interval.as_ref(),
+        default.purge_interval,
+        &format!("{path}.purge_interval"),
+        problems,
+    );
     Some(Pool {
         max_idle: max_idle?,
         max_connections: max_connections?,
         idle_timeout: idle_timeout?,
+        purge_interval: purge_interval?,
     })
 }
 

@@ -126,7 +126,7 @@ impl Collector for Collected {
         let mut requests = BTreeMap::new();
         let mut duration = BTreeMap::new();
         let mut upstream = BTreeMap::new();
-        let mut cluster_counters: [BTreeMap<Labels, u64>; 6] = Default::default();
+        let mut cluster_counters: [BTreeMap<Labels, u64>; 7] = Default::default();
         let mut pending = BTreeMap::new();
         let mut active = BTreeMap::new();
         for shard in &self.shards {
@@ -170,6 +170,7 @@ impl Collector for Collected {
                 let values = [
                     c.connections_opened.get(),
                     c.connection_reuses.get(),
+                    c.connections_purged.get(),
                     c.connect_failures.get(),
                     c.connect_timeouts.get(),
                     c.timeouts.get(),
@@ -219,7 +220,15 @@ impl Collector for Collected {
             "Time from request sent upstream to response head received.",
             upstream,
         )?;
-        let [opened, reused, failures, connect_timeouts, timeouts, resets] = cluster_counters;
+        let [
+            opened,
+            reused,
+            purged,
+            failures,
+            connect_timeouts,
+            timeouts,
+            resets,
+        ] = cluster_counters;
         counters(
             e,
             "strait_upstream_connections",
@@ -231,6 +240,12 @@ impl Collector for Collected {
             "strait_upstream_connection_reuses",
             "Requests sent on an already open upstream connection.",
             reused,
+        )?;
+        counters(
+            e,
+            "strait_upstream_connections_purged",
+            "Idle upstream connections closed by the pool's purge.",
+            purged,
         )?;
         counters(
             e,

@@ -92,6 +92,8 @@ pub struct ClusterStats {
     pub connections_opened: Counter,
     /// Requests sent on an already open connection.
     pub connection_reuses: Counter,
+    /// Idle connections closed by the pool's purge (load no longer needed them).
+    pub connections_purged: Counter,
     /// Connects that failed (refused, unreachable, handshake).
     pub connect_failures: Counter,
     /// Connects that timed out.
@@ -184,6 +186,7 @@ impl Shard {
             upstream_duration: Histogram::default(),
             connections_opened: Counter::default(),
             connection_reuses: Counter::default(),
+            connections_purged: Counter::default(),
             connect_failures: Counter::default(),
             connect_timeouts: Counter::default(),
             timeouts: Counter::default(),

@@ -50,6 +50,7 @@ pub(super) struct Shared {
     pub(super) name_header: HeaderValue,
     pub(super) log: Arc<Log>,
     connections: AtomicUsize,
+    open: AtomicUsize,
     abort_left: AtomicUsize,
     upgrades: Mutex<Vec<AbortHandle>>,
 }
@@ -93,6 +94,11 @@ impl Upstream {
     /// How many TCP connections have been accepted.
     pub fn connections_seen(&self) -> usize {
         self.shared.connections.load(Ordering::Relaxed)
+    }
+
+    /// How many TCP connections are open now (accepted and not yet closed).
+    pub fn connections_open(&self) -> usize {
+        self.shared.open.load(Ordering::Relaxed)
     }
 
     /// Every request seen so far, oldest first.
@@ -170,6 +176,7 @@ impl UpstreamBuilder {
             name_header,
             log: Arc::default(),
             connections: AtomicUsize::new(0),
+            open: AtomicUsize::new(0),
             abort_left: AtomicUsize::new(self.abort_first),
             upgrades: Mutex::default(),
         });
@@ -225,6 +232,8 @@ async fn accept_loop(listener: TcpListener, shared: Arc<Shared>, protocol: Proto
 }
 
 async fn serve(stream: TcpStream, id: usize, shared: Arc<Shared>, protocol: Protocol) {
+    shared.open.fetch_add(1, Ordering::Relaxed);
+    let _open = OpenConnection(shared.clone());
     let _ = stream.set_nodelay(true);
     let io = TokioIo::new(stream);
     let name = shared.name.clone();
@@ -249,5 +258,14 @@ async fn serve(stream: TcpStream, id: usize, shared: Arc<Shared>, protocol: Prot
     };
     if let Err(error) = result {
         debug!(%name, connection = id, %error, "upstream connection ended with error");
+    }
+}
+
+/// Counts a connection open until its serving ends (the peer closed it, or it failed).
+struct OpenConnection(Arc<Shared>);
+
+impl Drop for OpenConnection {
+    fn drop(&mut self) {
+        self.0.open.fetch_sub(1, Ordering::Relaxed);
     }
 }
