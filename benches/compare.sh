@@ -17,7 +17,7 @@ cd "$(dirname "$0")/.."
 # The exact command, for RESULTS.md: the knobs given in the environment, then the script.
 knobs=""
 for v in REPS DURATION WARMUP CONNECTIONS RATE LARGE_CONNECTIONS IDLE_CONNECTIONS SYSCALL_DURATION \
-  SYSCALL_TOOL CASES PROXIES ORIGIN_CPU PROXY_CPU; do
+  SYSCALL_TOOL CASES PROXIES ORIGIN_CPU PROXY_CPU NGINX_KEEPALIVE; do
   if [[ -v $v ]]; then knobs+="$v=\"${!v}\" "; fi
 done
 
@@ -34,6 +34,7 @@ CASES=${CASES:-"rps latency idle h2c large syscalls"}
 PROXIES=${PROXIES:-"nginx strait haproxy envoy"}
 ORIGIN_CPU=${ORIGIN_CPU:-0}        # origin and load generators
 PROXY_CPU=${PROXY_CPU:-1}          # the proxy under test
+NGINX_KEEPALIVE=${NGINX_KEEPALIVE:-64}  # NGINX's upstream `keepalive` (idle connections it keeps)
 RESULTS=${RESULTS:-benches/RESULTS.md}  # where the table is appended (/dev/null for a trial run)
 lib=benches/lib
 source "$lib/strait.sh"
@@ -214,7 +215,7 @@ http {
   client_header_timeout 120s;
   upstream origin {
     server 127.0.0.1:$ORIGIN_PORT;
-    keepalive 64;
+    keepalive $NGINX_KEEPALIVE;
     keepalive_requests 100000000;
     keepalive_timeout 300s;
   }

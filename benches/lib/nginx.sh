@@ -4,9 +4,11 @@
 #   nginx_proxy_config DIR PORT [h2]   # writes DIR/nginx.conf; run: nginx -c DIR/nginx.conf -p DIR
 
 # Writes DIR/nginx.conf: one worker in the foreground (no master, so that the pid started is
-# the process that works), access log off, upstream keep-alive (64 idle connections) to
-# $ORIGIN_PORT, listening on 127.0.0.1:PORT; with a third argument `h2`, HTTP/2 with prior
-# knowledge on that port (NGINX 1.22 speaks h2c only on a port of its own).
+# the process that works), access log off, upstream keep-alive to $ORIGIN_PORT, listening on
+# 127.0.0.1:PORT; with a third argument `h2`, HTTP/2 with prior knowledge on that port (NGINX
+# 1.22 speaks h2c only on a port of its own). NGINX_KEEPALIVE (default 64) is its `keepalive`:
+# the idle upstream connections it keeps; more than that many in flight are closed after their
+# response and opened again.
 nginx_proxy_config() {
   local h2=""
   [[ ${3:-} == h2 ]] && h2=" http2"
@@ -21,7 +23,7 @@ events { worker_connections 4096; }
 http {
   access_log off;
   keepalive_requests 1000000;
-  upstream origin { server 127.0.0.1:$ORIGIN_PORT; keepalive 64; }
+  upstream origin { server 127.0.0.1:$ORIGIN_PORT; keepalive ${NGINX_KEEPALIVE:-64}; }
   server {
     listen 127.0.0.1:$2$h2;
     location / {
