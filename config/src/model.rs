@@ -663,8 +663,8 @@ pub struct Pool {
     pub max_connections: usize,
     /// Time an idle pooled connection is kept. Default 60 s.
     pub idle_timeout: Duration,
-    /// Every `purge_interval`, half of the idle connections that no request needed during the
-    /// last interval are closed (HAProxy's `pool-purge-delay`). Default 5 s.
+    /// Every `purge_interval`, half (rounded down) of the idle connections that no request
+    /// needed during the last interval are closed (HAProxy's `pool-purge-delay`). Default 5 s.
     pub purge_interval: Duration,
 }
 

@@ -122,6 +122,11 @@ impl WorkerView {
         self.clusters.get(index)
     }
 
+    /// The worker's state of every cluster.
+    pub fn clusters(&self) -> &[Rc<ClusterState>] {
+        &self.clusters
+    }
+
     /// The metrics of a route, by the listener (its position hint and name) and its route
     /// table's indexes.
     pub fn route_stats(

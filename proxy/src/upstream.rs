@@ -96,6 +96,13 @@ impl ClusterState {
         self.def.hash_key()
     }
 
+    /// Sweeps the idle pools of every endpoint ([`EndpointPool::sweep`]).
+    pub fn sweep(&self, now: Instant) {
+        for endpoint in &self.endpoints {
+            endpoint.sweep(now);
+        }
+    }
+
     /// Picks an endpoint for a request.
     pub fn pick(&self, hash: Option<u64>, rng: &mut fastrand::Rng) -> Option<Rc<EndpointPool>> {
         let endpoints = &self.endpoints;
@@ -266,6 +273,29 @@ impl EndpointPool {
         {
             idle.pop_front();
         }
+        self.thin(&mut idle, now);
+        if idle.len() < self.pool.max_idle {
+            idle.push_back((conn, now));
+        }
+    }
+
+    /// Closes idle connections that expired or that the upstream closed (or wrote to), and
+    /// thins the pool once its purge interval has passed. The worker calls it every
+    /// [`SWEEP_PERIOD`], so that a pool no request touches still shrinks and closes what the
+    /// upstream closed.
+    pub fn sweep(&self, now: Instant) {
+        let mut idle = self.idle.borrow_mut();
+        if idle.is_empty() {
+            return;
+        }
+        idle.retain_mut(|(conn, since)| {
+            now.duration_since(*since) < self.pool.idle_timeout && conn.is_quiet()
+        });
+        self.thin(&mut idle, now);
+    }
+
+    /// Closes what [`Purge`] finds surplus, least recently used first.
+    fn thin(&self, idle: &mut VecDeque<(h1::Connection, Instant)>, now: Instant) {
         let mut purge = self.purge.get();
         let surplus = purge.surplus(now, self.pool.purge_interval, idle.len());
         self.purge.set(purge);
@@ -275,9 +305,6 @@ impl EndpointPool {
             self.cluster_stats
                 .connections_purged
                 .add(u64::try_from(surplus).unwrap_or(u64::MAX));
-        }
-        if idle.len() < self.pool.max_idle {
-            idle.push_back((conn, now));
         }
     }
 
@@ -334,13 +361,17 @@ impl EndpointPool {
     }
 }
 
+/// How often each worker sweeps its idle pools ([`EndpointPool::sweep`]).
+pub const SWEEP_PERIOD: Duration = Duration::from_secs(1);
+
 /// Thins a pool's idle connections down to what the load uses (HAProxy's `pool-purge-delay`).
 ///
 /// Idle connections are taken most recently used first, so those no request needed sit at the
 /// front of the list. `low`, the fewest idle connections seen during the current interval,
-/// counts them: at the end of each interval half of them (rounded up) are closed. A pool a burst
-/// filled shrinks by halves once the load is lower, while one whose connections all serve keeps
-/// them; nothing runs between requests (the check rides on checkins).
+/// counts them: at the end of each interval half of them (rounded down) are closed. A pool a
+/// burst filled shrinks by halves once the load is lower, while one whose connections all serve
+/// keeps them. The last unused connection is left to `idle_timeout`, so that sparse traffic (a
+/// request now and then) still finds one open. Checked at checkins and by the worker's sweep.
 #[derive(Debug, Clone, Copy)]
 struct Purge {
     low: usize,
@@ -364,7 +395,7 @@ impl Purge {
         if now.duration_since(self.since) < interval {
             return 0;
         }
-        let close = self.low.min(idle).div_ceil(2);
+        let close = self.low.min(idle) / 2;
         self.low = idle - close;
         self.since = now;
         close
@@ -417,8 +448,8 @@ mod tests {
             idle -= close;
             closed.push(close);
         }
-        assert_eq!(closed, [45, 23, 11, 6, 3, 1, 1, 0, 0, 0, 0]);
-        assert_eq!(idle, 10);
+        assert_eq!(closed, [45, 22, 11, 6, 3, 1, 1, 0, 0, 0, 0]);
+        assert_eq!(idle, 11);
     }
 
     #[test]
@@ -438,5 +469,15 @@ mod tests {
         assert_eq!(purge.surplus(start + INTERVAL, INTERVAL, 20), 0);
         // No checkout during the interval, but 16 expired or were closed by the upstream.
         assert_eq!(purge.surplus(start + INTERVAL * 2, INTERVAL, 4), 2);
+    }
+
+    #[test]
+    fn the_last_unused_connection_is_left_to_the_idle_timeout() {
+        let start = Instant::now();
+        let mut purge = Purge::new(start);
+        assert_eq!(purge.surplus(start + INTERVAL, INTERVAL, 1), 0);
+        // A whole interval without a request: one unused connection stays.
+        assert_eq!(purge.surplus(start + INTERVAL * 2, INTERVAL, 1), 0);
+        assert_eq!(purge.surplus(start + INTERVAL * 3, INTERVAL, 1), 0);
     }
 }

@@ -22,6 +22,7 @@ use crate::io::{self, Backend, Socket};
 use crate::metrics::{ListenerStats, Shard};
 use crate::observe::LogHandle;
 use crate::snapshot::{SharedSnapshot, ViewCache};
+use crate::upstream::SWEEP_PERIOD;
 
 /// Runs hyper's background tasks (HTTP/2 streams, connections) on the worker's `LocalSet`.
 #[derive(Debug, Clone, Copy, Default)]
@@ -155,6 +156,7 @@ pub fn run(start: Start) -> std::io::Result<()> {
             metrics,
             log,
         });
+        tokio::task::spawn_local(sweep_pools(Rc::clone(&worker)));
         let tracker = ConnTracker::default();
         let spawn = |name: String, sockets: Vec<std::net::TcpListener>| {
             let (stop, stopped) = watch::channel(false);
@@ -236,6 +238,22 @@ pub fn run(start: Start) -> std::io::Result<()> {
         io::set_thread_driver(None);
         Ok(())
     })
+}
+
+/// Every [`SWEEP_PERIOD`], closes the worker's idle upstream connections that expired, that the
+/// upstream closed, or that the pool's purge finds surplus, whether requests come or not. Ends
+/// with the worker's `LocalSet`.
+async fn sweep_pools(worker: Rc<Worker>) {
+    let mut tick = tokio::time::interval(SWEEP_PERIOD);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        let view = worker.views.view();
+        let now = tokio::time::Instant::now();
+        for cluster in view.clusters() {
+            cluster.sweep(now);
+        }
+    }
 }
 
 /// A worker's listening socket on either backend.

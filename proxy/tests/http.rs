@@ -335,22 +335,18 @@ async fn round_robin_spreads_over_endpoints_and_reuses_connections() {
     assert_eq!(b.connections_seen(), 1);
 }
 
-/// What a burst opened stays pooled (no `max_idle` cap below `max_connections` by default);
-/// once the load is lower, each `purge_interval` closes half of the idle connections no request
-/// needed, until what is left is what the load uses.
-#[tokio::test]
-async fn a_burst_stays_pooled_until_the_purge_thins_it_to_the_load() {
-    const BURST: usize = 16;
-    let _trace = trace_init();
+/// Starts a proxy in front of an HTTP/1.1 upstream with `pool` as the cluster's pool, sends
+/// `n` concurrent slow requests, and checks that each opened a connection that stays pooled.
+async fn after_a_burst(n: usize, pool: &str) -> (Upstream, TestProxy) {
     let upstream = Upstream::builder().http1_only().start().await;
     let clusters = format!(
-        "- name: up\n  pool: {{ purge_interval: 300ms }}\n  endpoints: [\"{}\"]\n",
+        "- name: up\n  pool: {pool}\n  endpoints: [\"{}\"]\n",
         upstream.addr()
     );
     let routes = "- match: { prefix: / }\n  cluster: up\n";
     let proxy = TestProxy::start(&config(routes, &clusters), 1);
     let mut burst = tokio::task::JoinSet::new();
-    for _ in 0..BURST {
+    for _ in 0..n {
         let addr = proxy.addr();
         burst.spawn(async move {
             let client = http1_client(addr).await.unwrap();
@@ -360,33 +356,17 @@ async fn a_burst_stays_pooled_until_the_purge_thins_it_to_the_load() {
     while let Some(status) = burst.join_next().await {
         assert_eq!(status.unwrap(), 200);
     }
-    assert_eq!(upstream.connections_seen(), BURST);
-    // Only a connection idle for a whole interval can be purged: none is yet.
+    assert_eq!(upstream.connections_seen(), n);
+    // Only a connection idle for a whole purge interval can be purged: none is yet.
     assert_eq!(
         upstream.connections_open(),
-        BURST,
+        n,
         "the burst's connections stay pooled"
     );
+    (upstream, proxy)
+}
 
-    // One request at a time: the pool shrinks to the one connection the load uses.
-    let client = http1_client(proxy.addr()).await.unwrap();
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
-    for _ in 0..200_000 {
-        if upstream.connections_open() <= 1 || tokio::time::Instant::now() > deadline {
-            break;
-        }
-        assert_eq!(client.get("/").await.unwrap().status(), 200);
-    }
-    assert_eq!(
-        upstream.connections_open(),
-        1,
-        "the purge leaves what the load uses"
-    );
-    assert_eq!(
-        upstream.connections_seen(),
-        BURST,
-        "no connection was opened again"
-    );
+async fn purged_total(proxy: &TestProxy) -> String {
     let metrics = http1_client(proxy.admin())
         .await
         .unwrap()
@@ -394,11 +374,70 @@ async fn a_burst_stays_pooled_until_the_purge_thins_it_to_the_load() {
         .await
         .unwrap();
     let metrics = body_text(metrics).await;
-    let purged = format!(
-        "strait_upstream_connections_purged_total{{cluster=\"up\"}} {}",
-        BURST - 1
+    metrics
+        .lines()
+        .find(|line| line.starts_with("strait_upstream_connections_purged_total{cluster=\"up\"}"))
+        .unwrap_or_else(|| panic!("no purged counter in\n{metrics}"))
+        .to_owned()
+}
+
+/// What a burst opened stays pooled (no `max_idle` cap below `max_connections` by default);
+/// once the load is lower, each `purge_interval` closes half of the idle connections no request
+/// needed, until what is left is what the load uses and one spare for `idle_timeout` to close.
+#[tokio::test]
+async fn a_burst_stays_pooled_until_the_purge_thins_it_to_the_load() {
+    let _trace = trace_init();
+    let (upstream, proxy) = after_a_burst(16, "{ purge_interval: 300ms }").await;
+    // One request at a time: 16 → 9 → 5 → 3 → 2.
+    let client = http1_client(proxy.addr()).await.unwrap();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    for _ in 0..200_000 {
+        if upstream.connections_open() <= 2 || tokio::time::Instant::now() > deadline {
+            break;
+        }
+        assert_eq!(client.get("/").await.unwrap().status(), 200);
+    }
+    assert_eq!(
+        upstream.connections_open(),
+        2,
+        "the one in use and one spare stay"
     );
-    assert!(metrics.contains(&purged), "{purged} in\n{metrics}");
+    assert_eq!(
+        upstream.connections_seen(),
+        16,
+        "no connection was opened again"
+    );
+    assert_eq!(
+        purged_total(&proxy).await,
+        r#"strait_upstream_connections_purged_total{cluster="up"} 14"#
+    );
+}
+
+/// Without any request the worker's sweep still purges: 8 → 4 → 2 → 1.
+#[tokio::test]
+async fn an_idle_pool_is_purged_without_traffic() {
+    let _trace = trace_init();
+    let (upstream, proxy) = after_a_burst(8, "{ purge_interval: 300ms }").await;
+    strait_testkit::assert_eventually!(
+        upstream.connections_open() == 1,
+        within = Duration::from_secs(20)
+    );
+    assert_eq!(
+        purged_total(&proxy).await,
+        r#"strait_upstream_connections_purged_total{cluster="up"} 7"#
+    );
+}
+
+/// An idle connection past `idle_timeout` is closed by the sweep, not only at the next request.
+#[tokio::test]
+async fn an_expired_idle_connection_closes_without_traffic() {
+    let _trace = trace_init();
+    let (upstream, _proxy) = after_a_burst(2, "{ idle_timeout: 500ms }").await;
+    strait_testkit::assert_eventually!(
+        upstream.connections_open() == 0,
+        within = Duration::from_secs(10)
+    );
+    assert_eq!(upstream.connections_seen(), 2);
 }
 
 #[tokio::test]
