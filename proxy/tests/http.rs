@@ -350,7 +350,7 @@ async fn after_a_burst(n: usize, pool: &str) -> (Upstream, TestProxy) {
         let addr = proxy.addr();
         burst.spawn(async move {
             let client = http1_client(addr).await.unwrap();
-            client.get("/delay/300").await.unwrap().status()
+            client.get("/delay/1000").await.unwrap().status()
         });
     }
     while let Some(status) = burst.join_next().await {
@@ -387,7 +387,7 @@ async fn purged_total(proxy: &TestProxy) -> String {
 #[tokio::test]
 async fn a_burst_stays_pooled_until_the_purge_thins_it_to_the_load() {
     let _trace = trace_init();
-    let (upstream, proxy) = after_a_burst(16, "{ purge_interval: 300ms }").await;
+    let (upstream, proxy) = after_a_burst(16, "{ purge_interval: 500ms }").await;
     // One request at a time: 16 → 9 → 5 → 3 → 2.
     let client = http1_client(proxy.addr()).await.unwrap();
     let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
@@ -417,7 +417,7 @@ async fn a_burst_stays_pooled_until_the_purge_thins_it_to_the_load() {
 #[tokio::test]
 async fn an_idle_pool_is_purged_without_traffic() {
     let _trace = trace_init();
-    let (upstream, proxy) = after_a_burst(8, "{ purge_interval: 300ms }").await;
+    let (upstream, proxy) = after_a_burst(8, "{ purge_interval: 500ms }").await;
     strait_testkit::assert_eventually!(
         upstream.connections_open() == 1,
         within = Duration::from_secs(20)
