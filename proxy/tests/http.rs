@@ -8,7 +8,7 @@ mod common;
 use std::time::Duration;
 
 use bytes::Bytes;
-use common::{TestProxy, cluster, config, single};
+use common::{TestProxy, cluster, config, sample, scrape, single};
 use http::{Request, Version};
 use http_body_util::{BodyExt, Empty, Full};
 use strait_testkit::{Upstream, h2c_client, http1_client, read_body_checksum, trace_init};
@@ -366,19 +366,11 @@ async fn after_a_burst(n: usize, pool: &str) -> (Upstream, TestProxy) {
     (upstream, proxy)
 }
 
-async fn purged_total(proxy: &TestProxy) -> String {
-    let metrics = http1_client(proxy.admin())
-        .await
-        .unwrap()
-        .get("/metrics")
-        .await
-        .unwrap();
-    let metrics = body_text(metrics).await;
-    metrics
-        .lines()
-        .find(|line| line.starts_with("strait_upstream_connections_purged_total{cluster=\"up\"}"))
-        .unwrap_or_else(|| panic!("no purged counter in\n{metrics}"))
-        .to_owned()
+fn purged(scrape: &str) -> Option<f64> {
+    sample(
+        scrape,
+        r#"strait_upstream_connections_purged_total{cluster="up"}"#,
+    )
 }
 
 /// What a burst opened stays pooled (no `max_idle` cap below `max_connections` by default);
@@ -407,10 +399,7 @@ async fn a_burst_stays_pooled_until_the_purge_thins_it_to_the_load() {
         16,
         "no connection was opened again"
     );
-    assert_eq!(
-        purged_total(&proxy).await,
-        r#"strait_upstream_connections_purged_total{cluster="up"} 14"#
-    );
+    assert_eq!(purged(&scrape(&proxy).await), Some(14.0));
 }
 
 /// Without any request the worker's sweep still purges: 8 → 4 → 2 → 1.
@@ -422,10 +411,7 @@ async fn an_idle_pool_is_purged_without_traffic() {
         upstream.connections_open() == 1,
         within = Duration::from_secs(20)
     );
-    assert_eq!(
-        purged_total(&proxy).await,
-        r#"strait_upstream_connections_purged_total{cluster="up"} 7"#
-    );
+    assert_eq!(purged(&scrape(&proxy).await), Some(7.0));
 }
 
 /// An idle connection past `idle_timeout` is closed by the sweep, not only at the next request.

@@ -9,7 +9,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use bytes::Bytes;
-use common::{TestProxy, cluster, config};
+use common::{TestProxy, cluster, config, sample, scrape};
 use http::Request;
 use http_body_util::{BodyExt, Empty};
 use strait_testkit::{ClosedPort, Upstream, assert_eventually, http1_client, trace_init};
@@ -20,23 +20,6 @@ async fn get(addr: SocketAddr, path: &str) -> (u16, String) {
     let status = response.status().as_u16();
     let body = response.into_body().collect().await.unwrap().to_bytes();
     (status, String::from_utf8_lossy(&body).into_owned())
-}
-
-/// The value of one sample line (`name{labels} value`) in a scrape, if present.
-fn sample(scrape: &str, series: &str) -> Option<f64> {
-    scrape.lines().find_map(|line| {
-        line.strip_prefix(series)?
-            .strip_prefix(' ')?
-            .trim()
-            .parse()
-            .ok()
-    })
-}
-
-async fn scrape(proxy: &TestProxy) -> String {
-    let (status, body) = get(proxy.admin(), "/metrics").await;
-    assert_eq!(status, 200);
-    body
 }
 
 const ROUTES: &str = r#"- name: api

@@ -126,3 +126,34 @@ fn indent(text: &str, by: usize) -> String {
     let pad = " ".repeat(by);
     text.lines().map(|l| format!("{pad}{l}\n")).collect()
 }
+
+/// The proxy's `/metrics` page.
+///
+/// # Panics
+/// When the admin endpoint does not answer 200.
+pub async fn scrape(proxy: &TestProxy) -> String {
+    use http_body_util::BodyExt as _;
+    let client = strait_testkit::http1_client(proxy.admin())
+        .await
+        .expect("connect to admin");
+    let response = client.get("/metrics").await.expect("GET /metrics");
+    assert_eq!(response.status(), 200, "GET /metrics");
+    let body = response
+        .into_body()
+        .collect()
+        .await
+        .expect("metrics body")
+        .to_bytes();
+    String::from_utf8_lossy(&body).into_owned()
+}
+
+/// The value of one sample line (`name{labels} value`) in a scrape, if present.
+pub fn sample(scrape: &str, series: &str) -> Option<f64> {
+    scrape.lines().find_map(|line| {
+        line.strip_prefix(series)?
+            .strip_prefix(' ')?
+            .trim()
+            .parse()
+            .ok()
+    })
+}
