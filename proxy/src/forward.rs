@@ -105,7 +105,9 @@ impl Exchange {
             }
             ProxyError::ConnectTimeout { .. } => stats.connect_timeouts.inc(),
             ProxyError::UpstreamTimeout { .. } => stats.timeouts.inc(),
-            ProxyError::UpstreamClosed { .. } => stats.resets.inc(),
+            ProxyError::UpstreamClosed { .. } | ProxyError::UpstreamInvalid { .. } => {
+                stats.resets.inc();
+            }
             _ => {}
         }
     }
@@ -444,12 +446,7 @@ fn simple_host(value: &[u8]) -> Option<&str> {
 
 fn wants_upgrade<B>(req: &Request<B>) -> bool {
     req.headers().contains_key(header::UPGRADE)
-        && req.headers().get_all(header::CONNECTION).iter().any(|v| {
-            v.to_str().is_ok_and(|s| {
-                s.split(',')
-                    .any(|t| t.trim().eq_ignore_ascii_case("upgrade"))
-            })
-        })
+        && headers::has_token(req.headers(), header::CONNECTION, "upgrade")
 }
 
 fn request_hash<B>(key: Option<&HashKey>, req: &Request<B>, peer: SocketAddr) -> Option<u64> {

@@ -43,13 +43,7 @@ pub fn remove_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool, keep_te_tr
     if !present.contains(&true) {
         return;
     }
-    let te_trailers = keep_te_trailers
-        && headers.get_all(header::TE).iter().any(|v| {
-            v.to_str().is_ok_and(|s| {
-                s.split(',')
-                    .any(|t| t.trim().eq_ignore_ascii_case("trailers"))
-            })
-        });
+    let te_trailers = keep_te_trailers && has_token(headers, header::TE, "trailers");
     let upgrade = keep_upgrade
         .then(|| headers.get(header::UPGRADE).cloned())
         .flatten();
@@ -81,6 +75,16 @@ pub fn remove_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool, keep_te_tr
         headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
         headers.insert(header::UPGRADE, upgrade);
     }
+}
+
+/// Whether any field line of `name` lists `token` in its comma-separated value, compared
+/// without regard to case (RFC 9110 §5.6.1; `Connection`, `TE`, `Transfer-Encoding`).
+pub fn has_token(headers: &HeaderMap, name: HeaderName, token: &str) -> bool {
+    headers.get_all(name).iter().any(|v| {
+        v.as_bytes()
+            .split(|&b| b == b',')
+            .any(|t| t.trim_ascii().eq_ignore_ascii_case(token.as_bytes()))
+    })
 }
 
 /// The client address as a header value, for `X-Forwarded-For`: formatted once per connection

@@ -258,9 +258,8 @@ impl EndpointPool {
     /// Checking whether it is still open also arms a receive on io_uring (on epoll, registers
     /// with the reactor; a peek only if it reported the socket readable since the last read),
     /// so that a close by the upstream while the connection is idle is seen when it is checked
-    /// out. The least recently used idle connection is checked
-    /// on the way, so that closed or expired ones do not linger while the others are busy, and
-    /// once per `pool.purge_interval` the connections no request needed are thinned ([`Purge`]).
+    /// out or swept. Once per `pool.purge_interval` the connections no request needed are
+    /// thinned ([`Purge`]); expired and closed ones are left to the sweep.
     pub fn checkin_h1(&self, mut conn: h1::Connection) {
         if !conn.is_quiet() {
             return;
@@ -268,11 +267,6 @@ impl EndpointPool {
         conn.idle();
         let now = Instant::now();
         let mut idle = self.idle.borrow_mut();
-        if let Some((oldest, since)) = idle.front_mut()
-            && (now.duration_since(*since) >= self.pool.idle_timeout || !oldest.is_quiet())
-        {
-            idle.pop_front();
-        }
         self.thin(&mut idle, now);
         if idle.len() < self.pool.max_idle {
             idle.push_back((conn, now));

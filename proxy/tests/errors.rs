@@ -7,7 +7,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::{TestProxy, config, single};
+use common::{TestProxy, config, sample, scrape, single};
 use http_body_util::BodyExt;
 use strait_testkit::{
     BlackHole, ClosedPort, ResetServer, Upstream, h2c_client, http1_client, trace_init,
@@ -89,6 +89,11 @@ async fn invalid_upstream_responses_are_502() {
     ] {
         let proxy = TestProxy::start(&single("http1", &[raw_upstream(Some(answer)).await]), 1);
         expect_error(&proxy, "/", 502, "upstream_invalid_response").await;
+        let resets = sample(
+            &scrape(&proxy).await,
+            r#"strait_upstream_resets_total{cluster="up"}"#,
+        );
+        assert_eq!(resets, Some(1.0), "counted against the cluster");
     }
 }
 

@@ -17,7 +17,7 @@
 
 use std::collections::VecDeque;
 use std::future::poll_fn;
-use std::io;
+use std::io::{self, Write as _};
 use std::pin::Pin;
 use std::task::{Context, Poll, ready};
 
@@ -28,6 +28,7 @@ use http_body::{Body as _, Frame, SizeHint};
 
 use super::OpenGuard;
 use crate::body::RequestBody;
+use crate::headers::has_token;
 use crate::io::Socket;
 
 /// The longest response head accepted (the buffer hyper's client was given).
@@ -209,9 +210,8 @@ impl Outgoing {
         }
         match framing {
             Framing::Length(n) => {
-                head.extend_from_slice(b"content-length: ");
-                head.extend_from_slice(n.to_string().as_bytes());
-                head.extend_from_slice(b"\r\n");
+                // Writing to a Vec cannot fail.
+                let _ = write!(head, "content-length: {n}\r\n");
             }
             Framing::Chunked => head.extend_from_slice(b"transfer-encoding: chunked\r\n"),
             // Methods whose requests normally have content say that this one has none (some
@@ -571,14 +571,6 @@ fn content_length(headers: &HeaderMap) -> Option<u64> {
         }
     }
     length
-}
-
-fn has_token(headers: &HeaderMap, name: HeaderName, token: &str) -> bool {
-    headers.get_all(name).iter().any(|v| {
-        v.as_bytes()
-            .split(|&b| b == b',')
-            .any(|t| t.trim_ascii().eq_ignore_ascii_case(token.as_bytes()))
-    })
 }
 
 fn last_coding_is_chunked(headers: &HeaderMap) -> bool {
