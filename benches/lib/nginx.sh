@@ -1,7 +1,12 @@
-# Sourced by the benchmark scripts: NGINX as the proxy under test, the way they all run it.
+# Sourced by backends.sh and instructions.sh: NGINX as the proxy under test, one process.
 #
 #   source benches/lib/nginx.sh
 #   nginx_proxy_config DIR PORT [h2]   # writes DIR/nginx.conf; run: nginx -c DIR/nginx.conf -p DIR
+#
+# compare.sh writes its own: NGINX as deployed (a master and one worker, both counted in its
+# RSS figures), HTTP/1.1 and h2c on two ports, file limits raised for 10,000 idle connections.
+# The proxying settings (upstream keep-alive, NGINX_KEEPALIVE, HTTP/1.1 upstream, no access
+# log) are the same in both; keep them so.
 
 # Writes DIR/nginx.conf: one worker in the foreground (no master, so that the pid started is
 # the process that works), access log off, upstream keep-alive to $ORIGIN_PORT, listening on
