@@ -121,13 +121,9 @@ pub async fn serve(
     let service = {
         let busy = busy.clone();
         service_fn(move |req| {
-            let guard = busy.enter();
-            let conn = Rc::clone(&conn);
-            async move {
-                let mut response = forward::handle(conn, req).await?;
-                response.body_mut().hold(guard);
-                Ok::<_, std::convert::Infallible>(response)
-            }
+            // Not wrapped in an `async` block: the block would keep the request a second time
+            // in the state of every request's task.
+            forward::handle(Rc::clone(&conn), req, busy.enter())
         })
     };
     let mut idle = IdleClock::new(activity, idle_timeout);

@@ -25,7 +25,7 @@ use tokio::time::Instant;
 
 use crate::balance;
 use crate::body::{Completion, Release, RequestBody, ResponseBody, UpstreamBody};
-use crate::downstream::ListenerDrain;
+use crate::downstream::{BusyGuard, ListenerDrain};
 use crate::error::{ERROR_HEADER, Fault, ProxyError};
 use crate::framing::FramingGuard;
 use crate::headers;
@@ -113,11 +113,18 @@ impl Exchange {
     }
 }
 
-/// Serves one request; errors become responses.
-pub async fn handle(
+/// Serves one request; errors become responses. `busy` marks the connection busy until the
+/// response is sent.
+///
+/// This and the functions it awaits are plain functions returning an `async` block, with the
+/// work before their first wait done outside it: an `async fn` keeps each argument twice in its
+/// state (rust-lang/rust#62958), and this state is part of every request's task, copied
+/// whole when HTTP/2 spawns a stream's task. Rare waits (connecting, upgrades) are boxed.
+pub fn handle(
     conn: Rc<Downstream>,
     req: Request<Incoming>,
-) -> Result<Response<ResponseBody>, Infallible> {
+    busy: BusyGuard,
+) -> impl Future<Output = Result<Response<ResponseBody>, Infallible>> {
     let start = Instant::now();
     let metrics = conn.worker.metrics;
     if metrics {
@@ -128,7 +135,7 @@ pub async fn handle(
         conn.http2.set(true);
     }
     let mut exchange = Exchange::default();
-    let mut log = conn
+    let log = conn
         .worker
         .log
         .as_ref()
@@ -136,8 +143,26 @@ pub async fn handle(
     if let Some(log) = &log {
         exchange.bytes_in = Some(Rc::clone(&log.bytes_in));
     }
+    async move {
+        let response = forward(&conn, req, &mut exchange).await;
+        let mut response = respond(&conn, response, exchange, log, start, version);
+        response.body_mut().hold(busy);
+        Ok(response)
+    }
+}
+
+/// Finishes a request's response: the error response if it failed, metrics and log record.
+fn respond(
+    conn: &Rc<Downstream>,
+    response: Result<Response<ResponseBody>, ProxyError>,
+    mut exchange: Exchange,
+    mut log: Option<Box<LogRecord>>,
+    start: Instant,
+    version: Version,
+) -> Response<ResponseBody> {
+    let metrics = conn.worker.metrics;
     let mut error_kind = None;
-    let mut response = match forward(&conn, req, &mut exchange).await {
+    let mut response = match response {
         Ok(response) => response,
         Err(err) => {
             tracing::debug!(error = %err, kind = err.kind(), "request failed");
@@ -158,7 +183,7 @@ pub async fn handle(
             .insert(header::CONNECTION, HeaderValue::from_static("close"));
     }
     if metrics {
-        exchange.record_status(&conn, response.status());
+        exchange.record_status(conn, response.status());
     }
     if let Some(log) = log.as_mut() {
         log.status = response.status().as_u16();
@@ -174,10 +199,10 @@ pub async fn handle(
         };
     }
     if metrics || log.is_some() {
-        let completion = Completion::new(Rc::clone(&conn), start, metrics, log);
+        let completion = Completion::new(Rc::clone(conn), start, metrics, log);
         response.body_mut().on_complete(completion);
     }
-    Ok(response)
+    response
 }
 
 /// Builds the response for a proxy error.
@@ -196,185 +221,192 @@ pub fn error_response(err: &ProxyError, version: Version) -> Response<ResponseBo
     response
 }
 
-async fn forward(
-    conn: &Downstream,
+#[allow(clippy::manual_async_fn)] // an `async fn` would keep `req` twice: see `handle`
+fn forward<'a>(
+    conn: &'a Downstream,
     mut req: Request<Incoming>,
-    exchange: &mut Exchange,
-) -> Result<Response<ResponseBody>, ProxyError> {
-    if req.version() != Version::HTTP_2 {
-        let index = conn.requests.get() + 1;
-        conn.requests.set(index);
-        if conn.framing.is_ambiguous(index) {
-            // RFC 9112 §6.1; hyper already closes the connection after this response.
-            return Err(ProxyError::BadRequest {
-                reason: "both content-length and transfer-encoding",
+    exchange: &'a mut Exchange,
+) -> impl Future<Output = Result<Response<ResponseBody>, ProxyError>> + 'a {
+    async move {
+        if req.version() != Version::HTTP_2 {
+            let index = conn.requests.get() + 1;
+            conn.requests.set(index);
+            if conn.framing.is_ambiguous(index) {
+                // RFC 9112 §6.1; hyper already closes the connection after this response.
+                return Err(ProxyError::BadRequest {
+                    reason: "both content-length and transfer-encoding",
+                });
+            }
+        }
+        if req.method() == http::Method::CONNECT {
+            return Err(ProxyError::MethodNotAllowed {
+                method: http::Method::CONNECT,
             });
         }
-    }
-    if req.method() == http::Method::CONNECT {
-        return Err(ProxyError::MethodNotAllowed {
-            method: http::Method::CONNECT,
-        });
-    }
-    let mut view = conn.worker.views.view();
-    if view
-        .compiled()
-        .routes(conn.listener_index, &conn.listener)
-        .is_none()
-        && let Some(retired) = conn.worker.views.retired(&conn.listener)
-    {
-        // The listener was removed and this connection drains: route it as before.
-        view = retired;
-    }
-    {
-        // Request id and trace context: kept or started here, so the access log, the upstream
-        // and any error response agree on them.
-        let mut rng = conn.worker.rng.borrow_mut();
-        exchange.request_id = Some(headers::ensure_request_id(req.headers_mut(), &mut rng));
-        let sample_rate = view.compiled().config().tracing().sample_rate();
-        // One lookup to read the incoming traceparent and to replace it.
-        let (context, continued) = match req.headers_mut().entry(trace::TRACEPARENT) {
-            header::Entry::Occupied(mut entry) => {
-                let incoming = trace::parse_traceparent(entry.get());
-                let continued = incoming.is_some();
-                let context = trace::propagate(incoming, sample_rate, &mut rng);
-                entry.insert(trace::traceparent_value(&context));
-                (context, continued)
+        let mut view = conn.worker.views.view();
+        if view
+            .compiled()
+            .routes(conn.listener_index, &conn.listener)
+            .is_none()
+            && let Some(retired) = conn.worker.views.retired(&conn.listener)
+        {
+            // The listener was removed and this connection drains: route it as before.
+            view = retired;
+        }
+        {
+            // Request id and trace context: kept or started here, so the access log, the upstream
+            // and any error response agree on them.
+            let mut rng = conn.worker.rng.borrow_mut();
+            exchange.request_id = Some(headers::ensure_request_id(req.headers_mut(), &mut rng));
+            let sample_rate = view.compiled().config().tracing().sample_rate();
+            // One lookup to read the incoming traceparent and to replace it.
+            let (context, continued) = match req.headers_mut().entry(trace::TRACEPARENT) {
+                header::Entry::Occupied(mut entry) => {
+                    let incoming = trace::parse_traceparent(entry.get());
+                    let continued = incoming.is_some();
+                    let context = trace::propagate(incoming, sample_rate, &mut rng);
+                    entry.insert(trace::traceparent_value(&context));
+                    (context, continued)
+                }
+                header::Entry::Vacant(entry) => {
+                    let context = trace::propagate(None, sample_rate, &mut rng);
+                    entry.insert(trace::traceparent_value(&context));
+                    (context, false)
+                }
+            };
+            if !continued {
+                // tracestate belongs to the traceparent it came with (W3C Trace Context §3.3).
+                req.headers_mut().remove(trace::TRACESTATE);
             }
-            header::Entry::Vacant(entry) => {
-                let context = trace::propagate(None, sample_rate, &mut rng);
-                entry.insert(trace::traceparent_value(&context));
-                (context, false)
+            exchange.trace = Some(context);
+        }
+        let table = view
+            .compiled()
+            .routes(conn.listener_index, &conn.listener)
+            .ok_or(ProxyError::BadRequest {
+                reason: "listener is being removed",
+            })?;
+        let host = request_host(&req)?;
+        let route = {
+            let request = route::Request {
+                host: &host,
+                path: req.uri().path(),
+                query: req.uri().query(),
+                method: req.method().as_str(),
+                headers: req.headers(),
+            };
+            match table.find(&request) {
+                Some((vhost, index, route)) => {
+                    exchange.route = Some((vhost, index, 0));
+                    route
+                }
+                None => {
+                    return Err(ProxyError::NoRoute {
+                        host: host.into_owned(),
+                        path: req.uri().path().to_owned(),
+                    });
+                }
             }
         };
-        if !continued {
-            // tracestate belongs to the traceparent it came with (W3C Trace Context §3.3).
-            req.headers_mut().remove(trace::TRACESTATE);
-        }
-        exchange.trace = Some(context);
-    }
-    let table = view
-        .compiled()
-        .routes(conn.listener_index, &conn.listener)
-        .ok_or(ProxyError::BadRequest {
-            reason: "listener is being removed",
-        })?;
-    let host = request_host(&req)?;
-    let route = {
-        let request = route::Request {
-            host: &host,
-            path: req.uri().path(),
-            query: req.uri().query(),
-            method: req.method().as_str(),
-            headers: req.headers(),
+        exchange.view = Some(Rc::clone(&view));
+        let cluster = match route.action() {
+            Action::DirectResponse { status, body } => return Ok(direct_response(*status, body)),
+            Action::Redirect(redirect) => return Ok(redirect_response(redirect, &host, &req)),
+            Action::Cluster(name) => name.as_str(),
+            Action::WeightedClusters(split) => {
+                let total: u32 = split.iter().map(|c| c.weight()).sum();
+                let mut point = conn.worker.rng.borrow_mut().u32(0..total.max(1));
+                let slot = split
+                    .iter()
+                    .position(|c| {
+                        let hit = point < c.weight();
+                        point = point.saturating_sub(c.weight());
+                        hit
+                    })
+                    .unwrap_or(0);
+                if let Some(route) = exchange.route.as_mut() {
+                    route.2 = slot;
+                }
+                split.get(slot).map_or("", |c| c.cluster())
+            }
         };
-        match table.find(&request) {
-            Some((vhost, index, route)) => {
-                exchange.route = Some((vhost, index, 0));
-                route
+        let cluster = cluster_state(&view, cluster)?;
+        exchange.cluster = Some(Rc::clone(&cluster));
+        let hash = request_hash(cluster.hash_key(), &req, conn.peer);
+        let endpoint = cluster
+            .pick(hash, &mut conn.worker.rng.borrow_mut())
+            .ok_or_else(|| ProxyError::NoReadyEndpoints {
+                cluster: cluster.def().name().to_owned(),
+            })?;
+
+        let downstream_version = req.version();
+        let upgrade = downstream_version == Version::HTTP_11 && wants_upgrade(&req);
+        let on_upgrade = if upgrade {
+            req.extensions_mut().remove::<OnUpgrade>()
+        } else {
+            None
+        };
+        let protocol = match endpoint.protocol() {
+            UpstreamProtocol::Http1 => Version::HTTP_11,
+            UpstreamProtocol::Http2 => Version::HTTP_2,
+            UpstreamProtocol::Downstream if downstream_version == Version::HTTP_2 => {
+                Version::HTTP_2
             }
-            None => {
-                return Err(ProxyError::NoRoute {
-                    host: host.into_owned(),
-                    path: req.uri().path().to_owned(),
-                });
+            UpstreamProtocol::Downstream => Version::HTTP_11,
+        };
+        if upgrade && protocol == Version::HTTP_2 {
+            return Err(ProxyError::BadRequest {
+                reason: "upgrade to an http/2 cluster",
+            });
+        }
+
+        exchange.upstream = Some(endpoint.addr());
+        let upstream_req = prepare_request(conn, req, route, protocol, upgrade)
+            .await?
+            .map(|body| body.counting(exchange.bytes_in.clone()));
+        let in_flight = endpoint.start_request();
+        let timeout = route.timeout();
+        let sent = Instant::now();
+        let mut response = if protocol == Version::HTTP_2 {
+            let mut sender = match endpoint.h2_sender() {
+                Some(sender) => sender,
+                None => Box::pin(endpoint.connect_h2()).await?,
+            };
+            within(timeout, endpoint.addr(), sender.send_request(upstream_req))
+                .await?
+                .map(UpstreamBody::Hyper)
+        } else if upgrade {
+            Box::pin(send_upgrade(&endpoint, upstream_req, timeout))
+                .await?
+                .map(UpstreamBody::Hyper)
+        } else {
+            send_h1(&endpoint, upstream_req, timeout)
+                .await?
+                .map(UpstreamBody::H1)
+        };
+
+        if conn.worker.metrics {
+            cluster.stats().upstream_duration.observe(sent.elapsed());
+        }
+        let switching = response.status() == StatusCode::SWITCHING_PROTOCOLS;
+        if switching {
+            match (on_upgrade, response.extensions_mut().remove::<OnUpgrade>()) {
+                (Some(downstream), Some(upstream)) => {
+                    conn.framing.stop();
+                    tokio::task::spawn_local(tunnel(downstream, upstream, Rc::clone(&conn.drain)));
+                }
+                _ => {
+                    return Err(ProxyError::BadRequest {
+                        reason: "unexpected 101 from upstream",
+                    });
+                }
             }
         }
-    };
-    exchange.view = Some(Rc::clone(&view));
-    let cluster = match route.action() {
-        Action::DirectResponse { status, body } => return Ok(direct_response(*status, body)),
-        Action::Redirect(redirect) => return Ok(redirect_response(redirect, &host, &req)),
-        Action::Cluster(name) => name.as_str(),
-        Action::WeightedClusters(split) => {
-            let total: u32 = split.iter().map(|c| c.weight()).sum();
-            let mut point = conn.worker.rng.borrow_mut().u32(0..total.max(1));
-            let slot = split
-                .iter()
-                .position(|c| {
-                    let hit = point < c.weight();
-                    point = point.saturating_sub(c.weight());
-                    hit
-                })
-                .unwrap_or(0);
-            if let Some(route) = exchange.route.as_mut() {
-                route.2 = slot;
-            }
-            split.get(slot).map_or("", |c| c.cluster())
-        }
-    };
-    let cluster = cluster_state(&view, cluster)?;
-    exchange.cluster = Some(Rc::clone(&cluster));
-    let hash = request_hash(cluster.hash_key(), &req, conn.peer);
-    let endpoint = cluster
-        .pick(hash, &mut conn.worker.rng.borrow_mut())
-        .ok_or_else(|| ProxyError::NoReadyEndpoints {
-            cluster: cluster.def().name().to_owned(),
-        })?;
-
-    let downstream_version = req.version();
-    let upgrade = downstream_version == Version::HTTP_11 && wants_upgrade(&req);
-    let on_upgrade = if upgrade {
-        req.extensions_mut().remove::<OnUpgrade>()
-    } else {
-        None
-    };
-    let protocol = match endpoint.protocol() {
-        UpstreamProtocol::Http1 => Version::HTTP_11,
-        UpstreamProtocol::Http2 => Version::HTTP_2,
-        UpstreamProtocol::Downstream if downstream_version == Version::HTTP_2 => Version::HTTP_2,
-        UpstreamProtocol::Downstream => Version::HTTP_11,
-    };
-    if upgrade && protocol == Version::HTTP_2 {
-        return Err(ProxyError::BadRequest {
-            reason: "upgrade to an http/2 cluster",
-        });
+        headers::remove_hop_by_hop(response.headers_mut(), switching, false);
+        headers::apply_changes(response.headers_mut(), route.response_headers());
+        *response.version_mut() = downstream_version;
+        Ok(response.map(|body| ResponseBody::upstream(body, Release::new(endpoint, in_flight))))
     }
-
-    exchange.upstream = Some(endpoint.addr());
-    let upstream_req = prepare_request(conn, req, route, protocol, upgrade)
-        .await?
-        .map(|body| body.counting(exchange.bytes_in.clone()));
-    let in_flight = endpoint.start_request();
-    let timeout = route.timeout();
-    let sent = Instant::now();
-    let mut response = if protocol == Version::HTTP_2 {
-        let mut sender = endpoint.h2_sender().await?;
-        within(timeout, endpoint.addr(), sender.send_request(upstream_req))
-            .await?
-            .map(UpstreamBody::Hyper)
-    } else if upgrade {
-        let mut sender = endpoint.connect_upgrade().await?;
-        within(timeout, endpoint.addr(), sender.send_request(upstream_req))
-            .await?
-            .map(UpstreamBody::Hyper)
-    } else {
-        send_h1(&endpoint, upstream_req, timeout)
-            .await?
-            .map(UpstreamBody::H1)
-    };
-
-    if conn.worker.metrics {
-        cluster.stats().upstream_duration.observe(sent.elapsed());
-    }
-    let switching = response.status() == StatusCode::SWITCHING_PROTOCOLS;
-    if switching {
-        match (on_upgrade, response.extensions_mut().remove::<OnUpgrade>()) {
-            (Some(downstream), Some(upstream)) => {
-                conn.framing.stop();
-                tokio::task::spawn_local(tunnel(downstream, upstream, Rc::clone(&conn.drain)));
-            }
-            _ => {
-                return Err(ProxyError::BadRequest {
-                    reason: "unexpected 101 from upstream",
-                });
-            }
-        }
-    }
-    headers::remove_hop_by_hop(response.headers_mut(), switching, false);
-    headers::apply_changes(response.headers_mut(), route.response_headers());
-    *response.version_mut() = downstream_version;
-    Ok(response.map(|body| ResponseBody::upstream(body, Release::new(endpoint, in_flight))))
 }
 
 fn cluster_state(view: &WorkerView, name: &str) -> Result<Rc<ClusterState>, ProxyError> {
@@ -589,32 +621,57 @@ fn rewritten_path(uri: &Uri, route: &Route) -> Result<PathAndQuery, ProxyError> 
 /// Sends an HTTP/1.1 request on a pooled connection (or a new one) and reads the response
 /// head within `timeout`. A pooled connection that turns out closed before answering gets the
 /// request again on a new connection, if it can go again (see [`h1::Failure::Unanswered`]).
-async fn send_h1(
+fn send_h1(
     endpoint: &Rc<EndpointPool>,
     req: Request<RequestBody>,
     timeout: Duration,
-) -> Result<Response<h1::Body>, ProxyError> {
+) -> impl Future<Output = Result<Response<h1::Body>, ProxyError>> + '_ {
     let addr = endpoint.addr();
-    let timed_out = || ProxyError::UpstreamTimeout {
+    let timed_out = move || ProxyError::UpstreamTimeout {
         addr,
         after: timeout,
     };
-    let pooled = endpoint.checkout_h1().await?;
+    let pooled = endpoint.checkout_h1();
     let outgoing = h1::Outgoing::new(req);
-    let failure = match tokio::time::timeout(timeout, outgoing.send(pooled.conn)).await {
-        Err(_) => return Err(timed_out()),
-        Ok(Ok(response)) => return Ok(response),
-        Ok(Err(h1::Failure::Unanswered(outgoing, _))) if pooled.reused => {
-            let conn = endpoint.connect_h1().await?;
-            match tokio::time::timeout(timeout, outgoing.send(conn)).await {
-                Err(_) => return Err(timed_out()),
-                Ok(Ok(response)) => return Ok(response),
-                Ok(Err(failure)) => failure,
+    async move {
+        let reused = pooled.is_some();
+        let conn = match pooled {
+            Some(conn) => conn,
+            None => Box::pin(endpoint.connect_h1()).await?,
+        };
+        let failure = match tokio::time::timeout(timeout, outgoing.send(conn)).await {
+            Err(_) => return Err(timed_out()),
+            Ok(Ok(response)) => return Ok(response),
+            Ok(Err(h1::Failure::Unanswered(outgoing, _))) if reused => {
+                return Box::pin(resend_h1(endpoint, outgoing, timeout)).await;
             }
-        }
-        Ok(Err(failure)) => failure,
-    };
-    Err(match failure {
+            Ok(Err(failure)) => failure,
+        };
+        Err(h1_error(addr, failure))
+    }
+}
+
+/// Sends again, on a new connection, a request whose pooled connection closed before
+/// answering.
+async fn resend_h1(
+    endpoint: &EndpointPool,
+    outgoing: h1::Outgoing,
+    timeout: Duration,
+) -> Result<Response<h1::Body>, ProxyError> {
+    let addr = endpoint.addr();
+    let conn = endpoint.connect_h1().await?;
+    match tokio::time::timeout(timeout, outgoing.send(conn)).await {
+        Err(_) => Err(ProxyError::UpstreamTimeout {
+            addr,
+            after: timeout,
+        }),
+        Ok(Ok(response)) => Ok(response),
+        Ok(Err(failure)) => Err(h1_error(addr, failure)),
+    }
+}
+
+fn h1_error(addr: SocketAddr, failure: h1::Failure) -> ProxyError {
+    match failure {
         h1::Failure::Unanswered(_, source) | h1::Failure::Closed(source) => {
             ProxyError::UpstreamClosed {
                 addr,
@@ -623,24 +680,37 @@ async fn send_h1(
         }
         h1::Failure::Invalid(reason) => ProxyError::UpstreamInvalid { addr, reason },
         h1::Failure::RequestBody(source) => ProxyError::BadRequestBody { source },
-    })
+    }
+}
+
+/// Sends a request that asks for a protocol upgrade, on a connection of its own.
+async fn send_upgrade(
+    endpoint: &EndpointPool,
+    req: Request<RequestBody>,
+    timeout: Duration,
+) -> Result<Response<Incoming>, ProxyError> {
+    let mut sender = endpoint.connect_upgrade().await?;
+    within(timeout, endpoint.addr(), sender.send_request(req)).await
 }
 
 /// Waits for a response from hyper's client within `timeout`.
-async fn within(
+fn within(
     timeout: Duration,
     addr: SocketAddr,
     response: impl Future<Output = Result<Response<Incoming>, hyper::Error>>,
-) -> Result<Response<Incoming>, ProxyError> {
-    match tokio::time::timeout(timeout, response).await {
-        Err(_) => Err(ProxyError::UpstreamTimeout {
-            addr,
-            after: timeout,
-        }),
-        Ok(result) => result.map_err(|source| ProxyError::UpstreamClosed {
-            addr,
-            source: source.into(),
-        }),
+) -> impl Future<Output = Result<Response<Incoming>, ProxyError>> {
+    let response = tokio::time::timeout(timeout, response);
+    async move {
+        match response.await {
+            Err(_) => Err(ProxyError::UpstreamTimeout {
+                addr,
+                after: timeout,
+            }),
+            Ok(result) => result.map_err(|source| ProxyError::UpstreamClosed {
+                addr,
+                source: source.into(),
+            }),
+        }
     }
 }
 

@@ -142,15 +142,6 @@ impl Drop for InFlight {
     }
 }
 
-/// An HTTP/1.1 connection checked out of a pool.
-#[derive(Debug)]
-pub struct H1Conn {
-    /// The connection.
-    pub conn: h1::Connection,
-    /// Whether it came from the idle pool (and so may have been closed by the peer meanwhile).
-    pub reused: bool,
-}
-
 impl EndpointPool {
     fn new(
         cluster: &Cluster,
@@ -195,29 +186,24 @@ impl EndpointPool {
         u32::try_from(self.stats.in_flight.get()).unwrap_or(0)
     }
 
-    /// An idle HTTP/1.1 connection, or a new one.
-    ///
-    /// # Errors
-    /// Connect and handshake failures, or [`ProxyError::PoolFull`].
-    pub async fn checkout_h1(&self) -> Result<H1Conn, ProxyError> {
+    /// A usable idle HTTP/1.1 connection, if the pool has one; with `None` the caller opens
+    /// one ([`Self::connect_h1`]). A request counts as needing a connection either way (for
+    /// the purge). Never waits: the common case costs no future state of its own.
+    pub fn checkout_h1(&self) -> Option<h1::Connection> {
         let now = Instant::now();
-        loop {
+        let found = loop {
             let Some((mut conn, since)) = self.idle.borrow_mut().pop_back() else {
-                break;
+                break None;
             };
             // A connection the upstream closed (or wrote to) while idle is dropped here.
             if now.duration_since(since) >= self.pool.idle_timeout || !conn.is_quiet() {
                 continue;
             }
-            self.taken();
             self.cluster_stats.connection_reuses.inc();
-            return Ok(H1Conn { conn, reused: true });
-        }
+            break Some(conn);
+        };
         self.taken();
-        self.connect_h1().await.map(|conn| H1Conn {
-            conn,
-            reused: false,
-        })
+        found
     }
 
     /// Opens a new HTTP/1.1 connection (not pooled until its first response is read).
@@ -309,15 +295,26 @@ impl EndpointPool {
         self.purge.set(purge);
     }
 
-    /// The worker's HTTP/2 connection to this endpoint, opened if needed.
+    /// The worker's open HTTP/2 connection to this endpoint, if it has one; with `None` the
+    /// caller opens one ([`Self::connect_h2`]).
+    pub fn h2_sender(&self) -> Option<http2::SendRequest<RequestBody>> {
+        let sender = self
+            .h2
+            .borrow()
+            .as_ref()
+            .filter(|s| !s.is_closed())
+            .cloned();
+        if sender.is_some() {
+            self.cluster_stats.connection_reuses.inc();
+        }
+        sender
+    }
+
+    /// Opens the worker's HTTP/2 connection to this endpoint.
     ///
     /// # Errors
     /// Connect and handshake failures.
-    pub async fn h2_sender(&self) -> Result<http2::SendRequest<RequestBody>, ProxyError> {
-        if let Some(sender) = self.h2.borrow().as_ref().filter(|s| !s.is_closed()) {
-            self.cluster_stats.connection_reuses.inc();
-            return Ok(sender.clone());
-        }
+    pub async fn connect_h2(&self) -> Result<http2::SendRequest<RequestBody>, ProxyError> {
         let (socket, guard) = self.open_socket().await?;
         let (sender, conn) = http2::Builder::new(LocalExec)
             .timer(TokioTimer::new())
