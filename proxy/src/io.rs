@@ -201,8 +201,11 @@ impl Socket {
         }
     }
 
-    /// Reads once, appending to `buf` at most its spare capacity (which must not be zero);
-    /// `Ok(0)` means the end of the stream.
+    /// Reads once, appending at most `max` (not zero) bytes to `buf`; `Ok(0)` means the end
+    /// of the stream. On io_uring the bytes are already in the kernel's provided buffer when
+    /// they are copied, and `buf` grows by just what arrived (a small response needs no 8 KiB
+    /// allocation); on epoll the read needs its room first, and `buf` gets `max` more when it
+    /// has less than `min` to spare.
     ///
     /// # Errors
     /// The socket failed.
@@ -210,8 +213,17 @@ impl Socket {
         &mut self,
         cx: &mut Context<'_>,
         buf: &mut BytesMut,
+        min: usize,
+        max: usize,
     ) -> Poll<io::Result<usize>> {
-        let room = buf.capacity() - buf.len();
+        let room = if matches!(self.inner, Inner::Uring(_)) {
+            max
+        } else {
+            if buf.capacity() - buf.len() < min {
+                buf.reserve(max);
+            }
+            buf.capacity() - buf.len()
+        };
         if !self.unread.is_empty() {
             let n = room.min(self.unread.len());
             buf.extend_from_slice(&self.unread[..n]);

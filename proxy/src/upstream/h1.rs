@@ -97,10 +97,8 @@ impl ConnectionState {
     }
 
     fn poll_read(&mut self, cx: &mut Context<'_>, want: usize) -> Poll<io::Result<usize>> {
-        if self.buf.capacity() - self.buf.len() < READ_MIN {
-            self.buf.reserve(want.clamp(READ_MIN, READ_MAX));
-        }
-        self.socket.poll_read_buf(cx, &mut self.buf)
+        let max = want.clamp(READ_MIN, READ_MAX);
+        self.socket.poll_read_buf(cx, &mut self.buf, READ_MIN, max)
     }
 
     /// Reads until a final response head has arrived; interim (1xx) heads are dropped.
