@@ -47,17 +47,26 @@ pub fn remove_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool, keep_te_tr
     let upgrade = keep_upgrade
         .then(|| headers.get(header::UPGRADE).cloned())
         .flatten();
-    // Headers that `Connection` names and the message carries (usually none: the tokens are
-    // `keep-alive`, `close` or `upgrade`); looked up without building a name first.
-    let named: Vec<HeaderName> = headers
-        .get_all(header::CONNECTION)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .map(str::trim)
-        .filter(|token| !token.is_empty() && headers.contains_key(*token))
-        .filter_map(|token| HeaderName::from_bytes(token.as_bytes()).ok())
-        .collect();
+    // Other headers that `Connection` names and the message carries: usually none, the tokens
+    // being `keep-alive`, `close` or `upgrade`, which are passed over without a lookup.
+    let mut named = Vec::new();
+    for value in &headers.get_all(header::CONNECTION) {
+        for token in value.as_bytes().split(|&b| b == b',') {
+            let token = token.trim_ascii();
+            let known = token.is_empty()
+                || token.eq_ignore_ascii_case(b"close")
+                || HOP_BY_HOP
+                    .iter()
+                    .any(|hop| token.eq_ignore_ascii_case(hop.as_str().as_bytes()));
+            if let Some(name) = (!known)
+                .then(|| HeaderName::from_bytes(token).ok())
+                .flatten()
+                .filter(|name| headers.contains_key(name))
+            {
+                named.push(name);
+            }
+        }
+    }
     for name in &named {
         headers.remove(name);
     }
@@ -208,7 +217,9 @@ mod tests {
     fn removes_hop_by_hop_and_connection_named_headers() {
         let mut h = map(&[
             ("connection", "close, x-secret"),
+            ("connection", "Keep-Alive , X-Other"),
             ("x-secret", "1"),
+            ("x-other", "2"),
             ("keep-alive", "timeout=5"),
             ("te", "gzip"),
             ("transfer-encoding", "chunked"),

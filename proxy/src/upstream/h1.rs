@@ -28,7 +28,6 @@ use http_body::{Body as _, Frame, SizeHint};
 
 use super::OpenGuard;
 use crate::body::RequestBody;
-use crate::headers::has_token;
 use crate::io::Socket;
 
 /// The longest response head accepted (the buffer hyper's client was given).
@@ -508,13 +507,17 @@ fn parse_head(buf: &mut BytesMut, head_request: bool) -> Result<Option<Parsed>, 
         return Ok(Some(Parsed::Interim));
     }
     // Names are made while the head is borrowed; values, after it is frozen, share its bytes.
+    // The fields that decide framing and reuse are read on the way, from the raw bytes.
     let base = buf.as_ptr() as usize;
     let mut named = Vec::with_capacity(response.headers.len());
+    let mut fields = HeadFields::default();
     for field in response.headers.iter() {
         let name =
             HeaderName::from_bytes(field.name.as_bytes()).map_err(|_| "invalid header name")?;
-        let start = field.value.as_ptr() as usize - base;
-        named.push((name, start, start + field.value.len()));
+        if fields.note(&name, field.value) {
+            let start = field.value.as_ptr() as usize - base;
+            named.push((name, start, start + field.value.len()));
+        }
     }
     let head = buf.split_to(len).freeze();
     let mut headers = HeaderMap::with_capacity(named.len());
@@ -524,25 +527,25 @@ fn parse_head(buf: &mut BytesMut, head_request: bool) -> Result<Option<Parsed>, 
         headers.append(name, value);
     }
     let mut keep_alive = match version {
-        Version::HTTP_10 => has_token(&headers, header::CONNECTION, "keep-alive"),
-        _ => !has_token(&headers, header::CONNECTION, "close"),
+        Version::HTTP_10 => fields.keep_alive,
+        _ => !fields.close,
     };
     let framing =
         if head_request || status == StatusCode::NO_CONTENT || status == StatusCode::NOT_MODIFIED {
             BodyFraming::Empty
-        } else if headers.contains_key(header::TRANSFER_ENCODING) {
-            if headers.contains_key(header::CONTENT_LENGTH) {
+        } else if fields.transfer_encoding {
+            if fields.content_length.is_some() {
                 // RFC 9112 §6.3: Transfer-Encoding wins, and the connection is not reused.
                 keep_alive = false;
             }
-            if last_coding_is_chunked(&headers) {
+            if fields.chunked_last {
                 BodyFraming::Chunked(Chunk::Size)
             } else {
                 keep_alive = false;
                 BodyFraming::Close
             }
-        } else if headers.contains_key(header::CONTENT_LENGTH) {
-            BodyFraming::Length(content_length(&headers).ok_or("invalid content-length")?)
+        } else if let Some(length) = fields.content_length {
+            BodyFraming::Length(length.ok_or("invalid content-length")?)
         } else {
             keep_alive = false;
             BodyFraming::Close
@@ -556,28 +559,59 @@ fn parse_head(buf: &mut BytesMut, head_request: bool) -> Result<Option<Parsed>, 
     })))
 }
 
-/// The Content-Length of a response: every value (and list element) the same number.
-fn content_length(headers: &HeaderMap) -> Option<u64> {
-    let mut length = None;
-    for value in &headers.get_all(header::CONTENT_LENGTH) {
-        for part in value.as_bytes().split(|&b| b == b',') {
-            let n = parse_length(part.trim_ascii())?;
-            if length.is_some_and(|l| l != n) {
-                return None;
-            }
-            length = Some(n);
-        }
-    }
-    length
+/// What a response head's fields say about its framing and the connection's reuse, noted as
+/// the fields are read (no map lookups afterwards).
+#[derive(Debug, Default)]
+struct HeadFields {
+    /// `Connection` has `close`.
+    close: bool,
+    /// `Connection` has `keep-alive`.
+    keep_alive: bool,
+    /// `Transfer-Encoding` is present.
+    transfer_encoding: bool,
+    /// The last transfer coding is `chunked`.
+    chunked_last: bool,
+    /// `Content-Length`: every value and list element the same number, or `Some(None)`.
+    content_length: Option<Option<u64>>,
 }
 
-fn last_coding_is_chunked(headers: &HeaderMap) -> bool {
-    headers
-        .get_all(header::TRANSFER_ENCODING)
-        .iter()
-        .next_back()
-        .and_then(|v| v.as_bytes().rsplit(|&b| b == b',').next())
-        .is_some_and(|t| t.trim_ascii().eq_ignore_ascii_case(b"chunked"))
+impl HeadFields {
+    /// Notes a field; false for the fields of this hop only that the response need not carry
+    /// on: `Keep-Alive`, and `Connection` unless it names other fields.
+    fn note(&mut self, name: &HeaderName, value: &[u8]) -> bool {
+        if *name == header::CONNECTION {
+            let mut other = false;
+            for token in value.split(|&b| b == b',').map(<[u8]>::trim_ascii) {
+                if token.eq_ignore_ascii_case(b"close") {
+                    self.close = true;
+                } else if token.eq_ignore_ascii_case(b"keep-alive") {
+                    self.keep_alive = true;
+                } else {
+                    other |= !token.is_empty();
+                }
+            }
+            // Kept when it names other fields: the forwarding path removes them, and it.
+            return other;
+        }
+        if *name == header::TRANSFER_ENCODING {
+            self.transfer_encoding = true;
+            self.chunked_last = value
+                .rsplit(|&b| b == b',')
+                .next()
+                .is_some_and(|t| t.trim_ascii().eq_ignore_ascii_case(b"chunked"));
+        } else if *name == header::CONTENT_LENGTH {
+            for part in value.split(|&b| b == b',') {
+                let n = parse_length(part.trim_ascii());
+                self.content_length = Some(match self.content_length {
+                    None => n,
+                    Some(length) => length.filter(|l| Some(*l) == n),
+                });
+            }
+        } else if name.as_str() == "keep-alive" {
+            return false;
+        }
+        true
+    }
 }
 
 /// How the response body is delimited.

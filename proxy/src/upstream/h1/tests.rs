@@ -4,7 +4,7 @@ use std::cell::Cell;
 use std::rc::Rc;
 use std::time::Duration;
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use http::{HeaderMap, Request};
 use http_body::Frame;
 use http_body_util::BodyExt;
@@ -332,4 +332,73 @@ async fn a_close_after_an_interim_response_is_not_unanswered() {
         Err(Failure::Closed(_)) => {}
         other => panic!("the upstream answered (100), so the GET must not go again: {other:?}"),
     }
+}
+
+/// The final head parsed from `raw`, which must be complete.
+fn parsed(raw: &[u8], head_request: bool) -> Result<Head, &'static str> {
+    let mut buf = BytesMut::from(raw);
+    match parse_head(&mut buf, head_request)? {
+        Some(Parsed::Final(head)) => Ok(head),
+        _ => panic!("no final head in {raw:?}"),
+    }
+}
+
+#[test]
+fn fields_of_this_hop_are_read_for_framing_and_reuse_and_not_carried_on() {
+    let head = parsed(
+        b"HTTP/1.1 200 OK\r\nConnection: Keep-Alive\r\nKeep-Alive: timeout=5\r\n\
+          Content-Length: 3, 3\r\nx-kept: 1\r\n\r\n",
+        false,
+    )
+    .unwrap();
+    assert_eq!(head.framing, BodyFraming::Length(3));
+    assert!(head.keep_alive);
+    assert_eq!(head.headers.len(), 2, "{:?}", head.headers);
+    assert_eq!(head.headers["x-kept"], "1");
+    assert_eq!(head.headers["content-length"], "3, 3");
+
+    // A Connection field naming other fields stays, for the forwarding path to act on.
+    let head = parsed(
+        b"HTTP/1.1 200 OK\r\nconnection: close\r\nconnection: x-hop, keep-alive\r\n\
+          x-hop: 1\r\ncontent-length: 0\r\n\r\n",
+        false,
+    )
+    .unwrap();
+    assert!(!head.keep_alive);
+    assert_eq!(head.headers["connection"], "x-hop, keep-alive");
+    assert_eq!(head.headers.get_all("connection").iter().count(), 1);
+
+    // HTTP/1.0 is reused only when asked; the last transfer coding decides chunked framing,
+    // and Transfer-Encoding with Content-Length closes the connection after the response.
+    let head = parsed(b"HTTP/1.0 200 OK\r\ncontent-length: 0\r\n\r\n", false).unwrap();
+    assert!(!head.keep_alive);
+    let head = parsed(
+        b"HTTP/1.1 200 OK\r\ntransfer-encoding: gzip\r\ntransfer-encoding: x, chunked\r\n\r\n",
+        false,
+    )
+    .unwrap();
+    assert_eq!(head.framing, BodyFraming::Chunked(Chunk::Size));
+    assert!(head.keep_alive);
+    let head = parsed(
+        b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked, gzip\r\ncontent-length: 5\r\n\r\n",
+        false,
+    )
+    .unwrap();
+    assert_eq!(head.framing, BodyFraming::Close);
+    assert!(!head.keep_alive);
+    let head = parsed(b"HTTP/1.1 200 OK\r\n\r\n", false).unwrap();
+    assert_eq!(head.framing, BodyFraming::Close);
+    let head = parsed(b"HTTP/1.1 200 OK\r\ncontent-length: 7\r\n\r\n", true).unwrap();
+    assert_eq!(head.framing, BodyFraming::Empty);
+    assert!(matches!(
+        parsed(
+            b"HTTP/1.1 200 OK\r\ncontent-length: 1\r\ncontent-length: 2\r\n\r\n",
+            false
+        ),
+        Err("invalid content-length")
+    ));
+    assert!(matches!(
+        parsed(b"HTTP/1.1 200 OK\r\ncontent-length:\r\n\r\n", false),
+        Err("invalid content-length")
+    ));
 }
