@@ -275,6 +275,7 @@ impl UringSocket {
                 .build()
         });
         self.send = Some(index);
+        self.driver.submit_lone();
     }
 
     /// Waits until every byte written so far has been handed to the kernel.
@@ -575,8 +576,10 @@ mod tests {
 
     /// A socket dropped right after a write, before the reactor submitted the send: the send
     /// must still go to that socket's peer, never to the next socket that gets its fd number.
-    #[test]
-    fn a_send_queued_at_drop_never_reaches_the_next_socket_with_the_same_fd() {
+    /// Runs `test` on a current-thread runtime with a started driver and a listener.
+    fn with_driver<F: Future<Output = ()>>(
+        test: impl FnOnce(Rc<Driver>, std::net::TcpListener) -> F,
+    ) {
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
@@ -586,6 +589,15 @@ mod tests {
             let driver = Driver::build(64, Arc::new(Gauge::default()), true).expect("ring");
             driver.start().expect("reactor");
             let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+            test(driver, listener).await;
+        });
+    }
+
+    #[test]
+    fn a_send_queued_at_drop_never_reaches_the_next_socket_with_the_same_fd() {
+        with_driver(|driver, listener| async move {
+            // Sends wait for the reactor, as under load.
+            driver.set_lone_after(Duration::from_secs(3600));
             let addr = listener.local_addr().expect("address");
             let first = std::net::TcpStream::connect(addr).expect("connect");
             let (mut first_peer, _) = listener.accept().expect("accept");
@@ -620,6 +632,45 @@ mod tests {
             );
             first_peer.read_exact(&mut got).expect("read");
             assert_eq!(&got, b"stale", "the send reached its own peer");
+        });
+    }
+
+    /// A send goes to the kernel at once when the ring has been quiet, and waits for the
+    /// reactor's round when it was entered recently.
+    #[test]
+    fn a_lone_send_is_submitted_at_once_and_sends_under_load_batch() {
+        with_driver(|driver, listener| async move {
+            let addr = listener.local_addr().expect("address");
+            let mut cx = Context::from_waker(std::task::Waker::noop());
+            let mut peers = Vec::new();
+            let mut sockets = Vec::new();
+            for (after, queued) in [(Duration::ZERO, false), (Duration::from_secs(3600), true)] {
+                driver.set_lone_after(after);
+                let stream = std::net::TcpStream::connect(addr).expect("connect");
+                peers.push(listener.accept().expect("accept").0);
+                let mut socket = UringSocket::from_fd(Rc::clone(&driver), OwnedFd::from(stream));
+                let written = socket.poll_write(&mut cx, b"hello");
+                assert!(matches!(written, Poll::Ready(Ok(5))), "{written:?}");
+                assert_eq!(driver.has_unsubmitted(), queued, "lone_after {after:?}");
+                sockets.push(socket);
+            }
+            for peer in &mut peers {
+                peer.set_read_timeout(Some(Duration::from_secs(10)))
+                    .expect("timeout");
+            }
+            // The batched one goes out with the reactor's round.
+            for _ in 0..100 {
+                if !driver.has_unsubmitted() {
+                    break;
+                }
+                tokio::task::yield_now().await;
+            }
+            assert!(!driver.has_unsubmitted(), "the reactor submitted the queue");
+            for peer in &mut peers {
+                let mut got = [0_u8; 5];
+                peer.read_exact(&mut got).expect("read");
+                assert_eq!(&got, b"hello");
+            }
         });
     }
 }
