@@ -39,6 +39,8 @@ const MAX_CHUNK_LINE: usize = 4096;
 /// Spare room made for one read, at least and at most.
 const READ_MIN: usize = 8 * 1024;
 const READ_MAX: usize = 64 * 1024;
+/// The least room made for a response's first read (see `ConnectionState::head_room`).
+const HEAD_ROOM_MIN: usize = 1024;
 
 /// An HTTP/1.1 connection to an endpoint: idle in its pool, or carrying one exchange. Boxed
 /// once, when opened, so that moving it in and out of the pool and into response bodies is
@@ -54,6 +56,11 @@ pub struct ConnectionState {
     buf: BytesMut,
     /// Whether any byte of a response arrived since the connection was last idle.
     answered: bool,
+    /// Room made for a response's first read: what the previous response's first bytes took
+    /// (its head and the body that came with it), rounded up to a power of two, 1–8 KiB. On
+    /// epoll the room is allocated before the read, and a fresh 8 KiB buffer per response is
+    /// a jemalloc slab of its own; a smaller response now gets a smaller buffer.
+    head_room: usize,
     _slot: OpenGuard,
 }
 
@@ -77,6 +84,7 @@ impl Connection {
             socket,
             buf: BytesMut::new(),
             answered: false,
+            head_room: READ_MIN,
             _slot: slot,
         }))
     }
@@ -108,8 +116,13 @@ impl ConnectionState {
     ) -> Poll<Result<Head, HeadError>> {
         loop {
             if !self.buf.is_empty() {
+                let received = self.buf.len();
                 match parse_head(&mut self.buf, head_request) {
-                    Ok(Some(Parsed::Final(head))) => return Poll::Ready(Ok(head)),
+                    Ok(Some(Parsed::Final(head))) => {
+                        self.head_room =
+                            received.next_power_of_two().clamp(HEAD_ROOM_MIN, READ_MIN);
+                        return Poll::Ready(Ok(head));
+                    }
                     Ok(Some(Parsed::Interim)) => continue,
                     Ok(None) => {}
                     Err(reason) => return Poll::Ready(Err(HeadError::Invalid(reason))),
@@ -118,7 +131,8 @@ impl ConnectionState {
                     return Poll::Ready(Err(HeadError::Invalid("response head too large")));
                 }
             }
-            match ready!(self.poll_read(cx, READ_MIN)) {
+            let room = self.head_room;
+            match ready!(self.socket.poll_read_buf(cx, &mut self.buf, room, room)) {
                 Ok(0) => {
                     return Poll::Ready(Err(HeadError::Closed {
                         source: io::ErrorKind::UnexpectedEof.into(),

@@ -402,3 +402,35 @@ fn fields_of_this_hop_are_read_for_framing_and_reuse_and_not_carried_on() {
         Err("invalid content-length")
     ));
 }
+
+#[tokio::test]
+async fn the_room_for_a_response_head_follows_the_last_response() {
+    let (mut conn, mut server) = pair().await;
+    assert_eq!(
+        conn.head_room, READ_MIN,
+        "a new connection starts with the most"
+    );
+    let long = "v".repeat(3000);
+    for (answer, room) in [
+        (
+            "HTTP/1.1 200 OK\r\ncontent-length: 1\r\n\r\nx".to_owned(),
+            1024,
+        ),
+        (
+            format!("HTTP/1.1 200 OK\r\nx-long: {long}\r\ncontent-length: 0\r\n\r\n"),
+            4096,
+        ),
+        (
+            format!("HTTP/1.1 200 OK\r\nx-long: {long}{long}{long}\r\n\r\n"),
+            READ_MIN,
+        ),
+    ] {
+        server.write_all(answer.as_bytes()).await.unwrap();
+        let head = tokio::time::timeout(LIMIT, poll_fn(|cx| conn.poll_head(cx, false)))
+            .await
+            .unwrap();
+        assert!(head.is_ok(), "{answer:.40}");
+        assert_eq!(conn.head_room, room, "after {} bytes", answer.len());
+        conn.idle();
+    }
+}
