@@ -14,13 +14,16 @@ const HOP_COUNT: usize = 7;
 /// the de-facto `keep-alive`, `proxy-connection` and `proxy-authorization`).
 const HOP_BY_HOP: [HeaderName; HOP_COUNT] = [
     header::CONNECTION,
-    HeaderName::from_static("keep-alive"),
+    KEEP_ALIVE,
     HeaderName::from_static("proxy-connection"),
     header::PROXY_AUTHORIZATION,
     header::TE,
     header::TRANSFER_ENCODING,
     header::UPGRADE,
 ];
+
+/// The de-facto `Keep-Alive` header of HTTP/1.x, which `http` has no constant for.
+pub const KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
 
 /// The request id header, set when absent.
 pub const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");

@@ -8,21 +8,11 @@ mod common;
 use std::time::Duration;
 
 use bytes::Bytes;
-use common::{TestProxy, cluster, config, sample, scrape, single};
+use common::{TestProxy, body_text, cluster, config, sample, scrape, single};
 use http::{Request, Version};
 use http_body_util::{BodyExt, Empty, Full};
 use strait_testkit::{Upstream, h2c_client, http1_client, read_body_checksum, trace_init};
 use tracing::info;
-
-async fn body_text(response: http::Response<hyper::body::Incoming>) -> String {
-    let bytes = response
-        .into_body()
-        .collect()
-        .await
-        .expect("body")
-        .to_bytes();
-    String::from_utf8_lossy(&bytes).into_owned()
-}
 
 #[tokio::test]
 async fn http1_and_h2c_downstream_reach_an_http1_upstream() {

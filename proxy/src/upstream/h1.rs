@@ -28,6 +28,7 @@ use http_body::{Body as _, Frame, SizeHint};
 
 use super::OpenGuard;
 use crate::body::RequestBody;
+use crate::headers::KEEP_ALIVE;
 use crate::io::Socket;
 
 /// The longest response head accepted (the buffer hyper's client was given).
@@ -621,7 +622,7 @@ impl HeadFields {
                     Some(length) => length.filter(|l| Some(*l) == n),
                 });
             }
-        } else if name.as_str() == "keep-alive" {
+        } else if *name == KEEP_ALIVE {
             return false;
         }
         true

@@ -132,19 +132,24 @@ fn indent(text: &str, by: usize) -> String {
 /// # Panics
 /// When the admin endpoint does not answer 200.
 pub async fn scrape(proxy: &TestProxy) -> String {
-    use http_body_util::BodyExt as _;
     let client = strait_testkit::http1_client(proxy.admin())
         .await
         .expect("connect to admin");
     let response = client.get("/metrics").await.expect("GET /metrics");
     assert_eq!(response.status(), 200, "GET /metrics");
-    let body = response
+    body_text(response).await
+}
+
+/// A response's whole body, as text.
+pub async fn body_text(response: http::Response<hyper::body::Incoming>) -> String {
+    use http_body_util::BodyExt as _;
+    let bytes = response
         .into_body()
         .collect()
         .await
-        .expect("metrics body")
+        .expect("body")
         .to_bytes();
-    String::from_utf8_lossy(&body).into_owned()
+    String::from_utf8_lossy(&bytes).into_owned()
 }
 
 /// The value of one sample line (`name{labels} value`) in a scrape, if present.
