@@ -80,6 +80,25 @@ pub fn thread_driver() -> Option<std::rc::Rc<uring::Driver>> {
     DRIVER.with(|d| d.borrow().clone())
 }
 
+/// Tells this thread's io_uring driver, if any, that the worker is about to park (a runtime's
+/// `on_thread_park` hook): the driver batches sends only while the worker is busy.
+pub fn worker_parking() {
+    DRIVER.with(|d| {
+        if let Some(driver) = d.borrow().as_ref() {
+            driver.parking();
+        }
+    });
+}
+
+/// Tells this thread's io_uring driver, if any, that the worker woke up (`on_thread_unpark`).
+pub fn worker_unparked() {
+    DRIVER.with(|d| {
+        if let Some(driver) = d.borrow().as_ref() {
+            driver.unparked();
+        }
+    });
+}
+
 /// Counts the reads and writes of a connection that made progress, for idle detection, and
 /// tells whether its reader waits for data with no write pending.
 ///

@@ -123,6 +123,8 @@ impl Accepting {
 pub fn run(start: Start) -> std::io::Result<()> {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
+        .on_thread_park(io::worker_parking)
+        .on_thread_unpark(io::worker_unparked)
         .build()?;
     let local = tokio::task::LocalSet::new();
     let Start {

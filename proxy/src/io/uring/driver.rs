@@ -4,9 +4,10 @@
 //! is registered with tokio's reactor, and one reactor task ([`Driver::start`]) drains
 //! completions and wakes the tasks waiting on them. Operations push their submission entry and
 //! mark the ring dirty; the reactor task submits everything pushed since it last ran in one
-//! `io_uring_enter`, so all submissions of a scheduler round share one system call. A send on
-//! a quiet ring (not entered for `LONE_AFTER`) is submitted at once instead: at low load a
-//! response then leaves without waiting for the rest of its round.
+//! `io_uring_enter`, so all submissions of a scheduler round share one system call. Sends are
+//! submitted at once instead when the worker is lightly loaded (idle most of the last
+//! millisecond, as its runtime's park and unpark hooks tell [`Load`]) or the ring is quiet (not
+//! entered for `LONE_AFTER`): a response then leaves without waiting for the rest of its round.
 //!
 //! Buffers, socket addresses and the like are owned by the driver's slot table for as long as
 //! the kernel may touch them: an operation whose owner is dropped becomes *orphaned*, is
@@ -35,11 +36,62 @@ use tokio::time::Instant;
 use crate::metrics::Gauge;
 
 /// A send goes to the kernel at once ([`Driver::submit_lone`]), not with the reactor's next
-/// round, when the ring was last entered longer ago than this: the worker is then lightly
-/// loaded, and a response would otherwise wait for the rest of its scheduler round (the p50 of
-/// a fixed-rate load was 10 % above epoll's). Under load the reactor enters the ring more
-/// often than this, and sends share its system call as before.
+/// round, when the ring was last entered longer ago than this, however loaded the worker: a
+/// response then waits at most about this long for the rest of its scheduler round. Under load
+/// the reactor enters the ring more often than this, and sends share its system call.
 const LONE_AFTER: Duration = Duration::from_micros(50);
+
+/// The stretch of time over which [`Load`] measures how busy the worker is.
+const LOAD_WINDOW: Duration = Duration::from_millis(1);
+
+/// How busy the worker is: the share of the last [`LOAD_WINDOW`] it spent running rather than
+/// parked, from its runtime's park and unpark hooks. A worker that was idle more than half of
+/// it is *light*: its sends are submitted at once, each with a system call, for latency
+/// (batching them held a burst's responses until its last task had run: the p50 of a
+/// fixed-rate load was above epoll's); a busy worker batches them, for CPU.
+#[derive(Debug)]
+pub(super) struct Load {
+    unparked: Instant,
+    parked: Instant,
+    busy: Duration,
+    idle: Duration,
+    heavy: bool,
+}
+
+impl Load {
+    fn new(now: Instant) -> Self {
+        Self {
+            unparked: now,
+            parked: now,
+            busy: Duration::ZERO,
+            idle: Duration::ZERO,
+            heavy: false,
+        }
+    }
+
+    /// The worker is about to park: ends a busy stretch, and a window when it is full.
+    fn parking(&mut self, now: Instant) {
+        self.busy += now.saturating_duration_since(self.unparked);
+        if self.busy + self.idle >= LOAD_WINDOW {
+            self.heavy = self.busy > self.idle;
+            self.busy = Duration::ZERO;
+            self.idle = Duration::ZERO;
+        }
+        self.parked = now;
+    }
+
+    /// The worker woke up: ends an idle stretch.
+    fn unparked(&mut self, now: Instant) {
+        self.idle += now.saturating_duration_since(self.parked);
+        self.unparked = now;
+    }
+
+    /// Whether the worker counts as lightly loaded at `now`: idle more than half of the last
+    /// window, and not running for a whole window since it last woke.
+    fn light(&self, now: Instant) -> bool {
+        !self.heavy && now.saturating_duration_since(self.unparked) < LOAD_WINDOW
+    }
+}
 
 /// The user data of cancel requests, whose completions are ignored.
 const CANCEL_TAG: u64 = u64::MAX;
@@ -144,6 +196,7 @@ pub struct Driver {
     entered: Cell<Instant>,
     /// [`LONE_AFTER`], but for tests.
     lone_after: Cell<Duration>,
+    load: RefCell<Load>,
     reactor: RefCell<Option<Waker>>,
     woken: RefCell<Vec<Waker>>,
     /// The provided-buffer rings, small then large: receive buffers shared by every socket of
@@ -229,6 +282,7 @@ impl Driver {
             dirty: Cell::new(false),
             entered: Cell::new(Instant::now()),
             lone_after: Cell::new(LONE_AFTER),
+            load: RefCell::new(Load::new(Instant::now())),
             reactor: RefCell::new(None),
             woken: RefCell::new(Vec::new()),
         }))
@@ -284,18 +338,39 @@ impl Driver {
         }
     }
 
-    /// Gives the kernel the entries pushed so far if the ring was last entered more than
-    /// `LONE_AFTER` ago; a socket calls it after pushing a send.
+    /// Gives the kernel the entries pushed so far if the worker is lightly loaded or the ring
+    /// was last entered more than `LONE_AFTER` ago; a socket calls it after pushing a send.
     pub fn submit_lone(&self) {
-        if self.dirty.get() && self.entered.get().elapsed() >= self.lone_after.get() {
+        if !self.dirty.get() {
+            return;
+        }
+        let now = Instant::now();
+        if self.load.borrow().light(now)
+            || now.saturating_duration_since(self.entered.get()) >= self.lone_after.get()
+        {
             self.submit_now();
         }
     }
 
-    /// Sets how long after the last entry a send is submitted at once (tests).
+    /// The worker's runtime is about to park its thread (tokio's `on_thread_park`).
+    pub fn parking(&self) {
+        self.load.borrow_mut().parking(Instant::now());
+    }
+
+    /// The worker's runtime woke its thread (tokio's `on_thread_unpark`).
+    pub fn unparked(&self) {
+        self.load.borrow_mut().unparked(Instant::now());
+    }
+
+    /// Sets how long after the last entry a send is submitted at once, and whether the worker
+    /// counts as busy (tests).
     #[cfg(test)]
-    pub(super) fn set_lone_after(&self, after: Duration) {
+    pub(super) fn set_lone_after(&self, after: Duration, heavy: bool) {
         self.lone_after.set(after);
+        let mut load = self.load.borrow_mut();
+        load.heavy = heavy;
+        // Woken "now" for as long as a test runs, however slowly.
+        load.unparked = Instant::now() + Duration::from_secs(3600);
     }
 
     fn enter(&self, ring: &IoUring) -> io::Result<usize> {
@@ -809,5 +884,59 @@ impl Drop for Driver {
                 .submitter()
                 .unregister_buf_ring(bufs.group);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Runs `cycles` wake-ups of `busy` each, `idle` apart, from `start`; returns the end.
+    fn cycles(load: &mut Load, start: Instant, busy: Duration, idle: Duration, n: u32) -> Instant {
+        let mut now = start;
+        for _ in 0..n {
+            load.unparked(now);
+            now += busy;
+            load.parking(now);
+            now += idle;
+        }
+        now
+    }
+
+    #[test]
+    fn a_worker_idle_most_of_the_time_is_light_and_a_busy_one_is_not() {
+        let start = Instant::now();
+        let mut load = Load::new(start);
+        let us = Duration::from_micros;
+        // 3,000 requests a second, ~20 µs each: light.
+        let now = cycles(&mut load, start, us(20), us(313), 10);
+        assert!(load.light(now), "{load:?}");
+        // Saturated: 1 µs parks between 100 µs rounds. Light until a window has been seen.
+        let now = cycles(&mut load, now, us(100), us(1), 12);
+        assert!(!load.light(now), "{load:?}");
+        // Idle again: light once a window of mostly idle time has passed.
+        let now = cycles(&mut load, now, us(5), us(400), 1);
+        assert!(
+            !load.light(now),
+            "half a window idle is not enough: {load:?}"
+        );
+        let now = cycles(&mut load, now, us(5), us(400), 3);
+        assert!(load.light(now), "{load:?}");
+    }
+
+    #[test]
+    fn a_worker_running_for_a_whole_window_without_parking_is_not_light() {
+        let start = Instant::now();
+        let mut load = Load::new(start);
+        let now = cycles(
+            &mut load,
+            start,
+            Duration::from_micros(10),
+            Duration::from_millis(2),
+            1,
+        );
+        load.unparked(now);
+        assert!(load.light(now + Duration::from_micros(900)));
+        assert!(!load.light(now + LOAD_WINDOW));
     }
 }

@@ -597,7 +597,7 @@ mod tests {
     fn a_send_queued_at_drop_never_reaches_the_next_socket_with_the_same_fd() {
         with_driver(|driver, listener| async move {
             // Sends wait for the reactor, as under load.
-            driver.set_lone_after(Duration::from_secs(3600));
+            driver.set_lone_after(Duration::from_secs(3600), true);
             let addr = listener.local_addr().expect("address");
             let first = std::net::TcpStream::connect(addr).expect("connect");
             let (mut first_peer, _) = listener.accept().expect("accept");
@@ -644,14 +644,19 @@ mod tests {
             let mut cx = Context::from_waker(std::task::Waker::noop());
             let mut peers = Vec::new();
             let mut sockets = Vec::new();
-            for (after, queued) in [(Duration::ZERO, false), (Duration::from_secs(3600), true)] {
-                driver.set_lone_after(after);
+            let (quiet, busy) = (Duration::ZERO, Duration::from_secs(3600));
+            for (after, heavy, queued) in [
+                (quiet, true, false),
+                (busy, false, false),
+                (busy, true, true),
+            ] {
+                driver.set_lone_after(after, heavy);
                 let stream = std::net::TcpStream::connect(addr).expect("connect");
                 peers.push(listener.accept().expect("accept").0);
                 let mut socket = UringSocket::from_fd(Rc::clone(&driver), OwnedFd::from(stream));
                 let written = socket.poll_write(&mut cx, b"hello");
                 assert!(matches!(written, Poll::Ready(Ok(5))), "{written:?}");
-                assert_eq!(driver.has_unsubmitted(), queued, "lone_after {after:?}");
+                assert_eq!(driver.has_unsubmitted(), queued, "{after:?}, heavy {heavy}");
                 sockets.push(socket);
             }
             for peer in &mut peers {
