@@ -635,8 +635,9 @@ mod tests {
         });
     }
 
-    /// A send goes to the kernel at once when the ring has been quiet, and waits for the
-    /// reactor's round when it was entered recently.
+    /// A send goes to the kernel at once when the worker is light or the ring has been quiet,
+    /// and waits for the reactor's round when the worker is busy and the ring was entered
+    /// recently.
     #[test]
     fn a_lone_send_is_submitted_at_once_and_sends_under_load_batch() {
         with_driver(|driver, listener| async move {
@@ -657,6 +658,14 @@ mod tests {
                 let written = socket.poll_write(&mut cx, b"hello");
                 assert!(matches!(written, Poll::Ready(Ok(5))), "{written:?}");
                 assert_eq!(driver.has_unsubmitted(), queued, "{after:?}, heavy {heavy}");
+                // A send submitted at once completed in that system call and was collected:
+                // the flush needs no reactor round. A queued one waits for it.
+                let flushed = socket.poll_flush(&mut cx);
+                assert_eq!(
+                    flushed.is_pending(),
+                    queued,
+                    "{after:?}, heavy {heavy}: {flushed:?}"
+                );
                 sockets.push(socket);
             }
             for peer in &mut peers {
