@@ -13,7 +13,8 @@
 # ...`; `nginx`: benches/lib/nginx.sh), sends each the same fixed number of requests with
 # h2load (`--h1 -c32`, or `-c32 -m10` for h2c; CPU 0, with the NGINX origin of
 # benches/lib/origin.sh) after a 20,000-request warm-up, and reads utime and stime from /proc.
-# Each repetition runs within seconds, so drift hits every side alike; the figures to read are
+# Even repetitions run the sides in reverse order (the first side of a repetition tends to
+# measure slower). Each repetition runs within seconds, so drift hits every side alike; the figures to read are
 # the medians of the per-repetition differences and ratios against the last side. Prints one
 # line per repetition and a summary.
 set -euo pipefail
@@ -78,12 +79,23 @@ print(round((int(a[0])-int(b[0]))*f, 2), round((int(a[1])-int(b[1]))*f, 2))"
 read -r -a sides <<<"$SIDES"
 results=()
 for pair in $(seq "$PAIRS"); do
+  # Even repetitions run the sides in reverse order: the side run first in a repetition
+  # measured up to ~10 % slower here, whichever it was.
+  order=()
+  for ((i = 0; i < ${#sides[@]}; i++)); do
+    if ((pair % 2 == 0)); then order+=($((${#sides[@]} - 1 - i))); else order+=("$i"); fi
+  done
+  got=()
+  for i in "${order[@]}"; do
+    got[i]=$(run "${sides[i]}")
+  done
   row=""
   line="pair $pair:"
-  for side in "${sides[@]}"; do
-    read -r user sys < <(run "$side")
+  ((pair % 2 == 1)) || line="pair $pair (reversed):"
+  for i in "${!sides[@]}"; do
+    read -r user sys <<<"${got[i]}"
     row+=" $user $sys"
-    line+=" $side $(python3 -c "print(round($user+$sys,2))") µs/request (user $user, sys $sys);"
+    line+=" ${sides[i]} $(python3 -c "print(round($user+$sys,2))") µs/request (user $user, sys $sys);"
   done
   echo "${line%;}"
   results+=("$row")
