@@ -50,7 +50,7 @@ const LOAD_WINDOW: Duration = Duration::from_millis(1);
 /// (batching them held a burst's responses until its last task had run: the p50 of a
 /// fixed-rate load was above epoll's); a busy worker batches them, for CPU.
 #[derive(Debug)]
-pub(super) struct Load {
+struct Load {
     unparked: Instant,
     parked: Instant,
     busy: Duration,
