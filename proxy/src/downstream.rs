@@ -136,16 +136,37 @@ pub async fn serve(
         deadline.reset(Instant::now() + drain_timeout);
     };
 
-    let h2 = tokio::select! {
-        detected = sniff(&mut socket) => match detected {
-            Ok(h2) => h2,
-            Err(err) => {
-                tracing::debug!(error = %err, "downstream connection failed before a request");
-                return;
+    // Every select below polls the connection first (`biased`): when a request and a drain or
+    // an idle tick are ready in the same wake-up, the request is read (and answered with
+    // `Connection: close`) rather than the connection closed under it.
+    let h2 = {
+        // Pinned once: the sniff reads bytes it gives back only when it completes.
+        let sniffing = sniff(&mut socket);
+        tokio::pin!(sniffing);
+        let quiet_for = tokio::time::sleep(idle_timeout);
+        tokio::pin!(quiet_for);
+        loop {
+            tokio::select! {
+                biased;
+                detected = &mut sniffing => match detected {
+                    Ok(h2) => break h2,
+                    Err(err) => {
+                        tracing::debug!(error = %err, "downstream connection failed before a request");
+                        return;
+                    }
+                },
+                // A connection accepted as its listener stops (io_uring hands over what its
+                // multishot accept took before the cancel) or just before may carry its first
+                // request already: it is read and answered with `Connection: close`. One that
+                // sends nothing is closed after a tick.
+                _ = shutdown.wait_for(|stop| *stop), if !draining => {
+                    draining = true;
+                    start_draining(deadline.as_mut());
+                    quiet_for.as_mut().reset(Instant::now() + idle.tick);
+                }
+                () = &mut quiet_for => return,
             }
-        },
-        _ = shutdown.wait_for(|stop| *stop) => return,
-        () = tokio::time::sleep(idle_timeout) => return,
+        }
     };
     if h2 {
         state.http2.set(true);
@@ -155,6 +176,7 @@ pub async fn serve(
         let mut closing = false;
         loop {
             tokio::select! {
+                biased;
                 result = connection.as_mut() => {
                     if let Err(err) = result {
                         tracing::debug!(error = %err, "downstream connection ended with an error");
@@ -197,6 +219,7 @@ pub async fn serve(
         let mut closing = false;
         loop {
             tokio::select! {
+                biased;
                 result = &mut *connection => {
                     if let Err(err) = result {
                         tracing::debug!(error = %err, "downstream connection ended with an error");
@@ -246,6 +269,7 @@ pub async fn serve(
         socket.release_buffers();
         let head_deadline = head_since.unwrap_or(idle.last_active) + builder.header_read_timeout;
         tokio::select! {
+            biased;
             ready = poll_fn(|cx| socket.poll_read_ready(cx)) => {
                 if let Err(err) = ready {
                     tracing::debug!(error = %err, "parked downstream connection failed");
