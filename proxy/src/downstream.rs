@@ -174,6 +174,11 @@ pub async fn serve(
         // small while parked (a future is as large as its largest state).
         let mut connection = Box::pin(builder.h2.serve_connection(socket, service));
         let mut closing = false;
+        if draining {
+            // The drain began while the preface was read: GOAWAY at once, as below.
+            closing = true;
+            connection.as_mut().graceful_shutdown();
+        }
         loop {
             tokio::select! {
                 biased;
