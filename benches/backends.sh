@@ -14,9 +14,9 @@
 # h2load (`--h1 -c32`, or `-c32 -m10` for h2c; CPU 0, with the NGINX origin of
 # benches/lib/origin.sh) after a 20,000-request warm-up, and reads utime and stime from /proc.
 # Even repetitions run the sides in reverse order (the first side of a repetition tends to
-# measure slower). Each repetition runs within seconds, so drift hits every side alike; the figures to read are
-# the medians of the per-repetition differences and ratios against the last side. Prints one
-# line per repetition and a summary.
+# measure slower). Each repetition runs within seconds, so drift hits every side alike; the
+# figures to read are the medians of the per-repetition differences and ratios against the
+# last side. Prints one line per repetition and a summary.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
