@@ -283,6 +283,58 @@ async fn listener_added_and_removed_under_load() {
     assert_eq!(status, 200);
 }
 
+/// A connection accepted before its listener is removed, whose client sends its first request
+/// only after the removal (a client slow to write, or one handed over by io_uring's cancelled
+/// multishot accept): the request is answered, with `Connection: close`, not cut.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_connection_that_sends_its_first_request_after_its_listener_is_removed_is_answered() {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+
+    let _trace = trace_init();
+    let upstream = Upstream::start().await;
+    let proxy = TestProxy::start(&two_listeners(upstream.addr(), ["main", "old"]), 1);
+    let old = proxy.server().addr("old").unwrap();
+    let mut stream = tokio::net::TcpStream::connect(old).await.unwrap();
+
+    // The proxy accepted the connection: it waits for the first bytes.
+    let series = r#"strait_downstream_connections_active{listener="old",worker="0"}"#;
+    let mut accepted = false;
+    for _ in 0..500 {
+        if common::sample(&common::scrape(&proxy).await, series) == Some(1.0) {
+            accepted = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(accepted, "the proxy accepted the connection");
+
+    // Returns once the worker stopped accepting on `old`: its connections are draining.
+    let applied = proxy
+        .server()
+        .reload(
+            &two_listeners(upstream.addr(), ["main", "new"]),
+            Format::Yaml,
+        )
+        .unwrap();
+    assert_eq!(applied.removed, vec!["old".to_owned()]);
+
+    stream
+        .write_all(b"GET / HTTP/1.1\r\nhost: old\r\n\r\n")
+        .await
+        .unwrap();
+    let mut response = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(10), stream.read_to_end(&mut response))
+        .await
+        .expect("the proxy answers and closes within 10 s");
+    let text = String::from_utf8_lossy(&response).to_ascii_lowercase();
+    assert!(read.is_ok(), "read failed: {read:?} after {text:?}");
+    assert!(text.starts_with("http/1.1 200 "), "answered: {text:?}");
+    assert!(
+        text.contains("\r\nconnection: close\r\n"),
+        "closes: {text:?}"
+    );
+}
+
 #[tokio::test]
 async fn put_config_applies_or_lists_every_problem() {
     let _trace = trace_init();
