@@ -120,13 +120,34 @@ enum Slot {
     /// The owner is gone; freed when the (last) completion arrives. `accepts` marks an
     /// abandoned accept, whose late results are new fds that must be closed.
     Orphaned { buf: Buf, accepts: bool },
-    /// A multishot operation: results queue up until collected.
+    /// A multishot operation: results (with their flags) queue up until collected.
     Multi {
-        queue: VecDeque<i32>,
+        queue: VecDeque<(i32, u32)>,
         waker: Option<Waker>,
+        /// The kernel may post more results.
         armed: bool,
+        kind: Multi,
+        /// A cancel was asked for.
+        stopping: bool,
     },
 }
+
+/// What a multishot operation yields.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Multi {
+    /// Accepted connections: each result is a new fd.
+    Accept,
+    /// Receives into provided buffers: each result holds the buffer its flags name. Results
+    /// nobody collects hold buffers, so the kernel is told to stop once [`RECV_HELD`] wait;
+    /// the socket's receive buffer then fills and TCP pushes back on the peer. The bound is
+    /// soft: the kernel goes on receiving for as long as data arrives before the cancel lands
+    /// (at worst until the group runs out, which ends the multishot with ENOBUFS and sends
+    /// other sockets' receives to buffers of their own until buffers come back).
+    Recv,
+}
+
+/// Completions a multishot receive may hold uncollected before it is stopped.
+pub(super) const RECV_HELD: usize = 4;
 
 /// Slots, each with a generation: an operation's id (its user data) is the generation in the
 /// high 32 bits and the slot index in the low 32. A cancel or a late completion for a slot that
@@ -199,6 +220,10 @@ pub struct Driver {
     load: RefCell<Load>,
     reactor: RefCell<Option<Waker>>,
     woken: RefCell<Vec<Waker>>,
+    /// Multishot receives to stop, found while draining (see [`Multi::Recv`]).
+    stops: RefCell<Vec<OpId>>,
+    /// Sockets receive with multishot receives (see [`Self::recv_multi`]).
+    recv_multi: Cell<bool>,
     /// The provided-buffer rings, small then large: receive buffers shared by every socket of
     /// the worker; declared after `ring` so that the ring is closed before their memory is
     /// freed. Empty when the kernel has no provided-buffer rings (before 5.19): sockets then
@@ -272,8 +297,9 @@ impl Driver {
                 }
             }
         }
+        // Multishot receives take provided buffers; a kernel without them says so (EINVAL).
+        let recv_multi = !bufs.is_empty();
         Ok(Rc::new(Self {
-            bufs,
             ring: RefCell::new(ring),
             slots: RefCell::new(Slots {
                 gauge,
@@ -285,6 +311,9 @@ impl Driver {
             load: RefCell::new(Load::new(Instant::now())),
             reactor: RefCell::new(None),
             woken: RefCell::new(Vec::new()),
+            stops: RefCell::new(Vec::new()),
+            bufs,
+            recv_multi: Cell::new(recv_multi),
         }))
     }
 
@@ -414,6 +443,7 @@ impl Driver {
             let mut ring = self.ring.borrow_mut();
             let mut slots = self.slots.borrow_mut();
             let mut woken = self.woken.borrow_mut();
+            let mut stops = self.stops.borrow_mut();
             for cqe in ring.completion() {
                 let user_data = cqe.user_data();
                 if user_data == CANCEL_TAG {
@@ -447,13 +477,24 @@ impl Driver {
                         }
                     }
                     Slot::Multi {
-                        mut queue, waker, ..
+                        mut queue,
+                        waker,
+                        kind,
+                        stopping,
+                        ..
                     } => {
-                        queue.push_back(cqe.result());
+                        queue.push_back((cqe.result(), cqe.flags()));
+                        let stop =
+                            kind == Multi::Recv && more && !stopping && queue.len() >= RECV_HELD;
+                        if stop {
+                            stops.push(user_data);
+                        }
                         slots.slots[index] = Slot::Multi {
                             queue,
                             waker: None,
                             armed: more,
+                            kind,
+                            stopping: stopping || stop,
                         };
                         woken.extend(waker);
                     }
@@ -461,6 +502,17 @@ impl Driver {
                 }
             }
         }
+        let stops = std::mem::take(&mut *self.stops.borrow_mut());
+        for &id in &stops {
+            self.push(&opcode::AsyncCancel::new(id).build().user_data(CANCEL_TAG));
+        }
+        if !stops.is_empty() {
+            // At once: until the cancel lands the kernel keeps filling buffers for the socket.
+            self.submit_now();
+        }
+        let mut reuse = stops;
+        reuse.clear();
+        *self.stops.borrow_mut() = reuse;
         let wakers = std::mem::take(&mut *self.woken.borrow_mut());
         for waker in &wakers {
             waker.wake_by_ref();
@@ -510,11 +562,13 @@ impl Driver {
     }
 
     /// Starts a multishot operation whose results queue up in its slot.
-    pub fn submit_multi(&self, entry: squeue::Entry) -> OpId {
+    pub fn submit_multi(&self, entry: squeue::Entry, kind: Multi) -> OpId {
         let id = self.slots.borrow_mut().insert(Slot::Multi {
             queue: VecDeque::new(),
             waker: None,
             armed: true,
+            kind,
+            stopping: false,
         });
         self.push(&entry.user_data(id));
         id
@@ -557,8 +611,10 @@ impl Driver {
         }
     }
 
-    /// The next result of a multishot operation; `None` when it stopped (re-arm it).
-    pub fn poll_multi(&self, id: OpId, cx: &mut Context<'_>) -> Poll<Option<i32>> {
+    /// The next result of a multishot operation and its flags (a receive's provided buffer
+    /// belongs to the caller, who reads it with [`Self::take_provided`]); `None` when it
+    /// stopped (re-arm it).
+    pub fn poll_multi(&self, id: OpId, cx: &mut Context<'_>) -> Poll<Option<(i32, u32)>> {
         let mut slots = self.slots.borrow_mut();
         let Some(index) = slots.live(id) else {
             return Poll::Ready(None);
@@ -567,6 +623,7 @@ impl Driver {
             queue,
             waker,
             armed,
+            ..
         } = &mut slots.slots[index]
         else {
             return Poll::Ready(None);
@@ -582,15 +639,31 @@ impl Driver {
         Poll::Pending
     }
 
+    /// A multishot operation's results waiting to be collected, and whether the kernel may post
+    /// more (tests).
+    #[cfg(test)]
+    pub(super) fn multi_state(&self, id: OpId) -> Option<(usize, bool)> {
+        let slots = self.slots.borrow();
+        match &slots.slots[slots.live(id)?] {
+            Slot::Multi { queue, armed, .. } => Some((queue.len(), *armed)),
+            _ => None,
+        }
+    }
+
     /// Asks the kernel to stop a multishot operation but keeps its slot: results that arrive
     /// before the cancel takes effect still reach [`Self::poll_multi`], which returns `None`
     /// once the operation has ended.
     pub fn stop_multi(&self, id: OpId) {
         let armed = {
-            let slots = self.slots.borrow();
-            slots
-                .live(id)
-                .is_some_and(|index| matches!(slots.slots[index], Slot::Multi { armed: true, .. }))
+            let mut slots = self.slots.borrow_mut();
+            match slots.live(id).map(|index| &mut slots.slots[index]) {
+                Some(Slot::Multi {
+                    armed: true,
+                    stopping,
+                    ..
+                }) => !std::mem::replace(stopping, true),
+                _ => false,
+            }
         };
         if armed {
             self.push(&opcode::AsyncCancel::new(id).build().user_data(CANCEL_TAG));
@@ -618,16 +691,25 @@ impl Driver {
                 drop(slots);
                 self.push(&opcode::AsyncCancel::new(id).build().user_data(CANCEL_TAG));
             }
-            Slot::Multi { armed, queue, .. } => {
-                // Accepted connections nobody will take: close them.
-                for fd in queue.into_iter().filter(|fd| *fd >= 0) {
-                    // SAFETY: a non-negative accept result is a new fd nobody owns.
-                    drop(unsafe { OwnedFd::from_raw_fd(fd) });
+            Slot::Multi {
+                armed, queue, kind, ..
+            } => {
+                for (result, flags) in queue {
+                    match kind {
+                        // Accepted connections nobody will take: closed.
+                        Multi::Accept if result >= 0 => {
+                            // SAFETY: a non-negative accept result is a new fd nobody owns.
+                            drop(unsafe { OwnedFd::from_raw_fd(result) });
+                        }
+                        Multi::Accept => {}
+                        // Data nobody will read: its buffer goes back.
+                        Multi::Recv => self.recycle(flags),
+                    }
                 }
                 if armed {
                     slots.slots[index] = Slot::Orphaned {
                         buf: Buf::None,
-                        accepts: true,
+                        accepts: kind == Multi::Accept,
                     };
                     drop(slots);
                     self.push(&opcode::AsyncCancel::new(id).build().user_data(CANCEL_TAG));
@@ -664,6 +746,18 @@ const LARGE_COUNT: u16 = 32;
 const LARGE_PROVIDED: usize = 64 * 1024;
 
 impl Driver {
+    /// Whether sockets receive with multishot receives (Linux 6.0), over the provided buffers.
+    pub fn recv_multi(&self) -> bool {
+        self.recv_multi.get()
+    }
+
+    /// The kernel refused a multishot receive: sockets use single-shot ones from now on.
+    pub fn no_recv_multi(&self) {
+        if self.recv_multi.replace(false) {
+            tracing::info!("no multishot receives; single-shot ones");
+        }
+    }
+
     /// The buffer group for a buffer-select receive, when the kernel has provided-buffer rings:
     /// the large one if `large` (and it exists), else the small one.
     pub fn buf_group(&self, large: bool) -> Option<u16> {

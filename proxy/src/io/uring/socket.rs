@@ -1,9 +1,10 @@
 //! A TCP socket driven by the worker's io_uring [`Driver`].
 //!
-//! Reads are buffer-select receives: the kernel picks one of the driver's provided buffers when
-//! data arrives, so a socket waiting for data holds no buffer; the data is copied out and the
-//! buffer given back at once (what the reader had no room for stays in a small buffer of the
-//! socket's own). Writes, vectored or not, are copied into an owned send buffer and
+//! Reads are multishot buffer-select receives: armed once, the receive posts a completion each
+//! time data arrives, in one of the driver's provided buffers which the kernel picks then, so a
+//! socket waiting for data holds no buffer; the data is copied out and the buffer given back at
+//! once (what the reader had no room for stays in a small buffer of the socket's own). A
+//! receive whose reader falls behind is stopped by the driver and re-armed here once read. Writes, vectored or not, are copied into an owned send buffer and
 //! acknowledged at once (write-behind); while a send is in flight, the next bytes queue behind
 //! it. Partial sends are re-submitted and `flush` waits for the last byte. Dropping the socket
 //! cancels what is in flight and closes the fd.
@@ -16,7 +17,7 @@ use std::task::{Context, Poll, ready};
 
 use io_uring::{opcode, squeue, types};
 
-use super::driver::{Buf, Driver, OpId, SMALL_PROVIDED};
+use super::driver::{Buf, Driver, Multi, OpId, SMALL_PROVIDED};
 
 const RECV_BUF: usize = 16 * 1024;
 const SEND_BUF: usize = 64 * 1024;
@@ -26,8 +27,10 @@ const SEND_BUF: usize = 64 * 1024;
 pub struct UringSocket {
     driver: Rc<Driver>,
     fd: Option<OwnedFd>,
-    /// The `Recv` in flight.
+    /// The single-shot `Recv` in flight.
     recv: Option<OpId>,
+    /// The multishot receive armed (on the small provided buffers).
+    recv_multi: Option<OpId>,
     /// Received bytes not read yet (from `unread_at`); empty, without an allocation, when
     /// everything received was read.
     unread: Vec<u8>,
@@ -60,6 +63,7 @@ impl UringSocket {
             driver,
             fd: Some(fd),
             recv: None,
+            recv_multi: None,
             unread: Vec::new(),
             unread_at: 0,
             eof: false,
@@ -128,16 +132,43 @@ impl UringSocket {
         into: impl FnOnce(&[u8]),
     ) -> Poll<io::Result<()>> {
         loop {
-            let id = match self.recv {
-                Some(id) => id,
-                None => {
-                    let id = self.start_recv();
-                    self.recv = Some(id);
-                    id
+            let (result, flags, buf) = if let Some(id) = self.recv_multi {
+                let Some((result, flags)) = ready!(self.driver.poll_multi(id, cx)) else {
+                    // It ended and every result was collected: armed again below.
+                    self.recv_multi = None;
+                    continue;
+                };
+                match result {
+                    // Stopped (too many results held, or the socket streams): its slot ends
+                    // at the next poll.
+                    err if err == -libc::ECANCELED => continue,
+                    // A kernel with buffer rings but without multishot receives (5.19).
+                    err if err == -libc::EINVAL => {
+                        self.driver.no_recv_multi();
+                        continue;
+                    }
+                    _ => (result, flags, Buf::None),
                 }
+            } else if let Some(id) = self.recv {
+                let done = ready!(self.driver.poll_op_flags(id, cx));
+                self.recv = None;
+                done
+            } else {
+                // Request/response traffic: a multishot receive, armed once for many reads. A
+                // stream (its last receive filled a small buffer) asks for each large buffer
+                // with a single-shot receive, so that the kernel receives no faster than the
+                // reader reads and TCP pushes back on the peer.
+                match self.driver.buf_group(false) {
+                    Some(group)
+                        if self.driver.recv_multi() && !self.streaming && !self.own_buffer =>
+                    {
+                        let entry = opcode::RecvMulti::new(types::Fd(self.raw()), group).build();
+                        self.recv_multi = Some(self.driver.submit_multi(entry, Multi::Recv));
+                    }
+                    _ => self.recv = Some(self.start_recv()),
+                }
+                continue;
             };
-            let (result, flags, buf) = ready!(self.driver.poll_op_flags(id, cx));
-            self.recv = None;
             let n = match result {
                 n if n > 0 => usize::try_from(n).unwrap_or(0),
                 0 => {
@@ -169,6 +200,12 @@ impl UringSocket {
                 }
             } else {
                 self.streaming = n >= SMALL_PROVIDED;
+                if let Some(id) = self.recv_multi
+                    && self.streaming
+                {
+                    // The next receives want large buffers, one at a time.
+                    self.driver.stop_multi(id);
+                }
                 let unread = self.driver.take_provided(flags, n, |data| {
                     let given = room.min(data.len());
                     if room > 0 {
@@ -387,7 +424,7 @@ impl Drop for PendingOp {
 
 impl Drop for UringSocket {
     fn drop(&mut self) {
-        let ops = [self.recv.take(), self.send.take()];
+        let ops = [self.recv.take(), self.recv_multi.take(), self.send.take()];
         let queued = ops.iter().any(Option::is_some) && self.driver.has_unsubmitted();
         for index in ops.into_iter().flatten() {
             self.driver.cancel(index);
@@ -433,13 +470,16 @@ impl UringListener {
                     let entry = opcode::AcceptMulti::new(types::Fd(self.fd.as_raw_fd()))
                         .flags(libc::SOCK_CLOEXEC)
                         .build();
-                    let index = self.driver.submit_multi(entry);
+                    let index = self.driver.submit_multi(entry, Multi::Accept);
                     self.accept = Some(index);
                     index
                 }
             };
             let driver = Rc::clone(&self.driver);
-            match std::future::poll_fn(|cx| driver.poll_multi(index, cx)).await {
+            match std::future::poll_fn(|cx| driver.poll_multi(index, cx))
+                .await
+                .map(|(result, _)| result)
+            {
                 None => self.accept = None, // the multishot stopped: re-arm
                 Some(fd) if fd >= 0 => return Ok(self.accepted(fd)),
                 Some(err) => return Err(io::Error::from_raw_os_error(-err)),
@@ -477,7 +517,10 @@ impl UringListener {
         // Bounded: the cancel ends the multishot within one completion round; the limit only
         // guards against a kernel that keeps it armed.
         for _ in 0..4096 {
-            match std::future::poll_fn(|cx| driver.poll_multi(index, cx)).await {
+            match std::future::poll_fn(|cx| driver.poll_multi(index, cx))
+                .await
+                .map(|(result, _)| result)
+            {
                 None => return late,
                 Some(fd) if fd >= 0 => late.push(self.accepted(fd)),
                 Some(_) => {}
@@ -505,6 +548,7 @@ mod tests {
     use std::sync::Arc;
     use std::time::Duration;
 
+    use super::super::driver::RECV_HELD;
     use super::*;
     use crate::metrics::Gauge;
 
@@ -685,6 +729,70 @@ mod tests {
                 peer.read_exact(&mut got).expect("read");
                 assert_eq!(&got, b"hello");
             }
+        });
+    }
+
+    /// A socket that stops reading while its peer keeps sending small messages: its multishot
+    /// receive is stopped once a few results wait, so it holds only a few of the shared buffers
+    /// (and TCP pushes back on the peer); once read again, every byte arrives in order.
+    #[test]
+    fn a_socket_that_stops_reading_holds_only_a_few_provided_buffers() {
+        with_driver(|driver, listener| async move {
+            assert!(driver.recv_multi(), "this kernel has multishot receives");
+            let (pieces, piece) = (200, 1000);
+            let expected: Vec<u8> = (0..pieces * piece).map(|i| (i % 251) as u8).collect();
+            let sent = expected.clone();
+            let addr = listener.local_addr().expect("address");
+            // One small segment per millisecond: each is one receive, none fills a small
+            // buffer (which would switch the socket to single-shot receives).
+            let writer = std::thread::spawn(move || {
+                let mut client = std::net::TcpStream::connect(addr).expect("connect");
+                client.set_nodelay(true).expect("nodelay");
+                for chunk in sent.chunks(piece) {
+                    client.write_all(chunk).expect("write");
+                    std::thread::sleep(Duration::from_millis(1));
+                }
+            });
+            let (server, _) = listener.accept().expect("accept");
+            let mut socket = UringSocket::from_fd(Rc::clone(&driver), OwnedFd::from(server));
+            let mut got = Vec::with_capacity(expected.len());
+            let read = async |socket: &mut UringSocket, got: &mut Vec<u8>| {
+                let before = got.len();
+                tokio::time::timeout(
+                    Duration::from_secs(10),
+                    poll_fn(|cx| socket.poll_read_with(cx, 100_000, |d| got.extend_from_slice(d))),
+                )
+                .await
+                .expect("data within 10 s")
+                .expect("read");
+                got.len() > before
+            };
+            assert!(read(&mut socket, &mut got).await, "the first piece");
+            let Some(id) = socket.recv_multi else {
+                panic!("no multishot receive");
+            };
+            // Stop reading: the multishot must stop by itself with few results held.
+            let mut state = driver.multi_state(id);
+            for _ in 0..1_000 {
+                if state.is_some_and(|(_, armed)| !armed) {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(2)).await;
+                state = driver.multi_state(id);
+            }
+            let Some((held, false)) = state else {
+                panic!("the multishot receive was not stopped: {state:?}");
+            };
+            assert!(
+                (RECV_HELD..=2 * RECV_HELD).contains(&held),
+                "{held} results held (stopped at {RECV_HELD})"
+            );
+            while read(&mut socket, &mut got).await {}
+            writer.join().expect("writer");
+            assert_eq!(got.len(), expected.len());
+            assert!(got == expected, "bytes differ");
+            drop(socket);
+            assert_eq!(driver.in_flight(), 0, "the socket's operations are gone");
         });
     }
 }
