@@ -283,20 +283,15 @@ async fn listener_added_and_removed_under_load() {
     assert_eq!(status, 200);
 }
 
-/// A connection accepted before its listener is removed, whose client sends its first request
-/// only after the removal (a client slow to write, or one handed over by io_uring's cancelled
-/// multishot accept): the request is answered, with `Connection: close`, not cut.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_connection_that_sends_its_first_request_after_its_listener_is_removed_is_answered() {
-    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
-
-    let _trace = trace_init();
+/// A proxy with listeners `main` and `old`, and a connection to `old` that the proxy accepted
+/// and that sent nothing yet, returned once `old` was removed by a reload (the reload returns
+/// once the worker stopped accepting on it: its connections are draining).
+async fn quiet_connection_to_a_removed_listener() -> (TestProxy, Upstream, tokio::net::TcpStream) {
     let upstream = Upstream::start().await;
     let proxy = TestProxy::start(&two_listeners(upstream.addr(), ["main", "old"]), 1);
     let old = proxy.server().addr("old").unwrap();
-    let mut stream = tokio::net::TcpStream::connect(old).await.unwrap();
+    let stream = tokio::net::TcpStream::connect(old).await.unwrap();
 
-    // The proxy accepted the connection: it waits for the first bytes.
     let series = r#"strait_downstream_connections_active{listener="old",worker="0"}"#;
     let mut accepted = false;
     for _ in 0..500 {
@@ -308,7 +303,6 @@ async fn a_connection_that_sends_its_first_request_after_its_listener_is_removed
     }
     assert!(accepted, "the proxy accepted the connection");
 
-    // Returns once the worker stopped accepting on `old`: its connections are draining.
     let applied = proxy
         .server()
         .reload(
@@ -317,7 +311,18 @@ async fn a_connection_that_sends_its_first_request_after_its_listener_is_removed
         )
         .unwrap();
     assert_eq!(applied.removed, vec!["old".to_owned()]);
+    (proxy, upstream, stream)
+}
 
+/// A connection accepted before its listener is removed, whose client sends its first request
+/// only after the removal (a client slow to write, or one handed over by io_uring's cancelled
+/// multishot accept): the request is answered, with `Connection: close`, not cut.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_connection_that_sends_its_first_request_after_its_listener_is_removed_is_answered() {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+
+    let _trace = trace_init();
+    let (_proxy, _upstream, mut stream) = quiet_connection_to_a_removed_listener().await;
     stream
         .write_all(b"GET / HTTP/1.1\r\nhost: old\r\n\r\n")
         .await
@@ -329,10 +334,39 @@ async fn a_connection_that_sends_its_first_request_after_its_listener_is_removed
     let text = String::from_utf8_lossy(&response).to_ascii_lowercase();
     assert!(read.is_ok(), "read failed: {read:?} after {text:?}");
     assert!(text.starts_with("http/1.1 200 "), "answered: {text:?}");
+    assert!(text.contains("\r\nconnection: close\r\n"), "closes: {text:?}");
+}
+
+/// The same over HTTP/2 (prior knowledge): the connection gets GOAWAY at once and ends as soon
+/// as its streams are done, not at the drain deadline (2 s in tests).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_http2_connection_that_starts_after_its_listener_is_removed_gets_goaway_at_once() {
+    let _trace = trace_init();
+    let (_proxy, _upstream, stream) = quiet_connection_to_a_removed_listener().await;
+    let started = tokio::time::Instant::now();
+    let io = hyper_util::rt::TokioIo::new(stream);
+    let (mut sender, connection) =
+        hyper::client::conn::http2::handshake(hyper_util::rt::TokioExecutor::new(), io)
+            .await
+            .unwrap();
+    let connection = tokio::spawn(connection);
+    let request = http::Request::get("http://old/")
+        .body(http_body_util::Empty::<Bytes>::new())
+        .unwrap();
+    // Sent with the preface, the request is normally served; a GOAWAY read before it was sent
+    // refuses it instead (the client may retry elsewhere). Either way it is not cut midway.
+    if let Ok(response) = sender.send_request(request).await {
+        assert_eq!(response.status(), 200);
+        response.into_body().collect().await.unwrap();
+    }
+    // The sender stays: with it dropped the client would end the connection itself.
+    let ended = tokio::time::timeout(Duration::from_secs(1), connection).await;
     assert!(
-        text.contains("\r\nconnection: close\r\n"),
-        "closes: {text:?}"
+        ended.is_ok(),
+        "the connection still open {:?} after the drain began",
+        started.elapsed()
     );
+    drop(sender);
 }
 
 #[tokio::test]
