@@ -143,7 +143,11 @@ pub fn run(start: Start) -> std::io::Result<()> {
     local.block_on(&runtime, async move {
         let driver = match backend {
             Backend::Uring => {
-                let driver = Driver::new(1024, Arc::clone(&shard.io_ops_in_flight))?;
+                let driver = Driver::new(
+                    1024,
+                    Arc::clone(&shard.io_ops_in_flight),
+                    Arc::clone(&shard.io_buffers_held),
+                )?;
                 driver.start()?;
                 Some(driver)
             }

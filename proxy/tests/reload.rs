@@ -334,7 +334,10 @@ async fn a_connection_that_sends_its_first_request_after_its_listener_is_removed
     let text = String::from_utf8_lossy(&response).to_ascii_lowercase();
     assert!(read.is_ok(), "read failed: {read:?} after {text:?}");
     assert!(text.starts_with("http/1.1 200 "), "answered: {text:?}");
-    assert!(text.contains("\r\nconnection: close\r\n"), "closes: {text:?}");
+    assert!(
+        text.contains("\r\nconnection: close\r\n"),
+        "closes: {text:?}"
+    );
 }
 
 /// The same over HTTP/2 (prior knowledge): the connection gets GOAWAY at once and ends as soon

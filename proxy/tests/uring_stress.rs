@@ -1,6 +1,7 @@
 //! The io_uring backend under churn: 10,000 connections opened and closed, with clients that
 //! reset mid-request and requests cancelled while their upstream call is in flight. Afterwards
-//! the process's open fds and the driver's in-flight operations are back where they started.
+//! the process's open fds, the driver's in-flight operations and its provided buffers held are
+//! back where they started.
 //! Runs on io_uring regardless of STRAIT_TEST_IO (it is the backend under test); it fails
 //! where io_uring is unavailable, which CI's machines do not allow.
 
@@ -76,6 +77,7 @@ async fn ten_thousand_connections_leave_no_fd_or_operation_behind() {
     tokio::time::sleep(Duration::from_millis(100)).await;
     let fds_before = open_fds();
     let ops_before = shard.io_ops_in_flight.get();
+    let held_before = shard.io_buffers_held.get();
 
     const TOTAL: usize = 10_000;
     const PARALLEL: usize = 50;
@@ -91,18 +93,28 @@ async fn ten_thousand_connections_leave_no_fd_or_operation_behind() {
     // Cancelled operations complete asynchronously; upstream calls for reset clients end when
     // their delay does. Wait (bounded) for everything to settle.
     let settled = strait_testkit::eventually(Duration::from_secs(20), || {
-        open_fds() <= fds_before && shard.io_ops_in_flight.get() <= ops_before
+        open_fds() <= fds_before
+            && shard.io_ops_in_flight.get() <= ops_before
+            && shard.io_buffers_held.get() <= held_before
     })
     .await;
     assert!(
         settled,
-        "fds {} (before {fds_before}), io_uring operations {} (before {ops_before})",
+        "fds {} (before {fds_before}), io_uring operations {} (before {ops_before}), \
+         provided buffers held {} (before {held_before})",
         open_fds(),
-        shard.io_ops_in_flight.get()
+        shard.io_ops_in_flight.get(),
+        shard.io_buffers_held.get()
     );
     assert!(
         upstream.requests_seen() > TOTAL / 4,
         "full exchanges reached the upstream"
     );
     assert_eq!(shard.io_ops_in_flight.get(), ops_before);
+    assert_eq!(held_before, 0, "an idle worker holds no provided buffer");
+    assert_eq!(
+        shard.io_buffers_held.get(),
+        0,
+        "every provided buffer went back"
+    );
 }

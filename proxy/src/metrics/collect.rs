@@ -123,6 +123,7 @@ impl Collector for Collected {
         let mut conn_active = BTreeMap::new();
         let mut worker_requests = BTreeMap::new();
         let mut io_ops = BTreeMap::new();
+        let mut io_bufs = BTreeMap::new();
         let mut requests = BTreeMap::new();
         let mut duration = BTreeMap::new();
         let mut upstream = BTreeMap::new();
@@ -133,6 +134,7 @@ impl Collector for Collected {
             let worker = shard.worker().to_string();
             worker_requests.insert(labels([("worker", &worker)]), shard.requests.get());
             io_ops.insert(labels([("worker", &worker)]), shard.io_ops_in_flight.get());
+            io_bufs.insert(labels([("worker", &worker)]), shard.io_buffers_held.get());
             for l in shard.listeners() {
                 let key = labels([("listener", &l.name), ("worker", &worker)]);
                 *conn_total.entry(key.clone()).or_default() += l.connections_total.get();
@@ -289,6 +291,12 @@ impl Collector for Collected {
             "strait_io_uring_operations_in_flight",
             "io_uring operations in flight or awaiting cancellation, per worker.",
             io_ops,
+        )?;
+        gauges(
+            e,
+            "strait_io_uring_buffers_held",
+            "io_uring provided receive buffers holding data not read yet, per worker.",
+            io_bufs,
         )?;
         let g = &self.globals;
         let one = |v: u64| BTreeMap::from([(Labels::new(), v)]);

@@ -20,6 +20,8 @@ pub struct Shard {
     pub requests: Counter,
     /// io_uring operations in flight (or awaiting their cancellation) on this worker's ring.
     pub io_ops_in_flight: Arc<Gauge>,
+    /// io_uring provided buffers holding received data not read yet on this worker.
+    pub io_buffers_held: Arc<Gauge>,
     listeners: Mutex<Vec<Arc<ListenerStats>>>,
     routes: Mutex<Registry<RouteStats>>,
     clusters: Mutex<Registry<ClusterStats>>,
@@ -134,6 +136,7 @@ impl Shard {
             worker,
             requests: Counter::default(),
             io_ops_in_flight: Arc::default(),
+            io_buffers_held: Arc::default(),
             listeners: Mutex::default(),
             routes: Mutex::default(),
             clusters: Mutex::default(),

@@ -224,6 +224,8 @@ pub struct Driver {
     stops: RefCell<Vec<OpId>>,
     /// Sockets receive with multishot receives (see [`Self::recv_multi`]).
     recv_multi: Cell<bool>,
+    /// Provided buffers taken by completions and not given back yet.
+    buffers_held: Arc<Gauge>,
     /// The provided-buffer rings, small then large: receive buffers shared by every socket of
     /// the worker; declared after `ring` so that the ring is closed before their memory is
     /// freed. Empty when the kernel has no provided-buffer rings (before 5.19): sockets then
@@ -256,13 +258,25 @@ impl Driver {
     /// When the kernel refuses io_uring (seccomp EPERM, ENOSYS, `io_uring_disabled`).
     ///
     /// `gauge` follows the number of operations in flight (for the metrics).
-    pub fn new(entries: u32, gauge: Arc<Gauge>) -> io::Result<Rc<Self>> {
-        Self::build(entries, gauge, true)
+    /// `buffers_held` follows the number of provided buffers that completions handed to the
+    /// driver and that have not been given back yet (idle, it returns to zero).
+    pub fn new(entries: u32, gauge: Arc<Gauge>, buffers_held: Arc<Gauge>) -> io::Result<Rc<Self>> {
+        Self::build_with(entries, gauge, buffers_held, true)
     }
 
     /// A ring without provided buffers (`provided: false`): every receive uses a buffer of its
     /// socket's own, as on kernels without buffer rings.
+    #[cfg(test)]
     pub(super) fn build(entries: u32, gauge: Arc<Gauge>, provided: bool) -> io::Result<Rc<Self>> {
+        Self::build_with(entries, gauge, Arc::default(), provided)
+    }
+
+    fn build_with(
+        entries: u32,
+        gauge: Arc<Gauge>,
+        buffers_held: Arc<Gauge>,
+        provided: bool,
+    ) -> io::Result<Rc<Self>> {
         let ring = IoUring::builder()
             .setup_cqsize(entries * 4)
             // Completions are posted without interrupting the worker with an IPI; it runs the
@@ -314,6 +328,7 @@ impl Driver {
             stops: RefCell::new(Vec::new()),
             bufs,
             recv_multi: Cell::new(recv_multi),
+            buffers_held,
         }))
     }
 
@@ -465,6 +480,9 @@ impl Driver {
                     continue;
                 };
                 let more = cqueue::more(cqe.flags());
+                if cqueue::buffer_select(cqe.flags()).is_some() {
+                    self.buffers_held.inc();
+                }
                 match std::mem::take(&mut slots.slots[index]) {
                     Slot::Waiting { waker, buf } => {
                         slots.slots[index] = Slot::Done {
@@ -650,6 +668,12 @@ impl Driver {
         Poll::Pending
     }
 
+    /// Provided buffers taken by completions and not given back yet (tests).
+    #[cfg(test)]
+    pub(super) fn buffers_held(&self) -> i64 {
+        self.buffers_held.get()
+    }
+
     /// A multishot operation's results waiting to be collected, and whether the kernel may post
     /// more (tests).
     #[cfg(test)]
@@ -797,6 +821,7 @@ impl Driver {
         };
         let result = f(bufs.data(bid, len));
         bufs.provide(bid);
+        self.buffers_held.dec();
         result
     }
 
@@ -806,6 +831,7 @@ impl Driver {
             cqueue::buffer_select(flags).and_then(|bid| Some((self.ring_of(bid)?, bid)))
         {
             bufs.provide(bid);
+            self.buffers_held.dec();
         }
     }
 }

@@ -603,6 +603,7 @@ mod tests {
             assert!(got == expected, "bytes differ");
             drop(socket);
             assert_eq!(driver.in_flight(), 0, "the socket's operations are gone");
+            assert_eq!(driver.buffers_held(), 0, "every provided buffer went back");
         });
     }
 
@@ -732,6 +733,19 @@ mod tests {
         });
     }
 
+    /// Reads once (up to 100,000 bytes) into `got`, within 10 s; false at the end of the stream.
+    async fn read_some(socket: &mut UringSocket, got: &mut Vec<u8>) -> bool {
+        let before = got.len();
+        tokio::time::timeout(
+            Duration::from_secs(10),
+            poll_fn(|cx| socket.poll_read_with(cx, 100_000, |d| got.extend_from_slice(d))),
+        )
+        .await
+        .expect("data within 10 s")
+        .expect("read");
+        got.len() > before
+    }
+
     /// A socket that stops reading while its peer keeps sending small messages: its multishot
     /// receive is stopped once a few results wait, so it holds only a few of the shared buffers
     /// (and TCP pushes back on the peer); once read again, every byte arrives in order.
@@ -756,18 +770,7 @@ mod tests {
             let (server, _) = listener.accept().expect("accept");
             let mut socket = UringSocket::from_fd(Rc::clone(&driver), OwnedFd::from(server));
             let mut got = Vec::with_capacity(expected.len());
-            let read = async |socket: &mut UringSocket, got: &mut Vec<u8>| {
-                let before = got.len();
-                tokio::time::timeout(
-                    Duration::from_secs(10),
-                    poll_fn(|cx| socket.poll_read_with(cx, 100_000, |d| got.extend_from_slice(d))),
-                )
-                .await
-                .expect("data within 10 s")
-                .expect("read");
-                got.len() > before
-            };
-            assert!(read(&mut socket, &mut got).await, "the first piece");
+            assert!(read_some(&mut socket, &mut got).await, "the first piece");
             let Some(id) = socket.recv_multi else {
                 panic!("no multishot receive");
             };
@@ -787,12 +790,61 @@ mod tests {
                 (RECV_HELD..=2 * RECV_HELD).contains(&held),
                 "{held} results held (stopped at {RECV_HELD})"
             );
-            while read(&mut socket, &mut got).await {}
+            while read_some(&mut socket, &mut got).await {}
             writer.join().expect("writer");
             assert_eq!(got.len(), expected.len());
             assert!(got == expected, "bytes differ");
             drop(socket);
             assert_eq!(driver.in_flight(), 0, "the socket's operations are gone");
+            assert_eq!(driver.buffers_held(), 0, "every provided buffer went back");
+        });
+    }
+
+    /// A socket dropped with received data it never read gives the provided buffers back.
+    #[test]
+    fn a_socket_dropped_with_unread_data_gives_its_buffers_back() {
+        with_driver(|driver, listener| async move {
+            let addr = listener.local_addr().expect("address");
+            let mut client = std::net::TcpStream::connect(addr).expect("connect");
+            client.set_nodelay(true).expect("nodelay");
+            let (server, _) = listener.accept().expect("accept");
+            let mut socket = UringSocket::from_fd(Rc::clone(&driver), OwnedFd::from(server));
+            client.write_all(b"first").expect("write");
+            let mut got = Vec::new();
+            assert!(read_some(&mut socket, &mut got).await);
+            assert_eq!(got, b"first");
+            let Some(id) = socket.recv_multi else {
+                panic!("no multishot receive");
+            };
+            // Two more pieces arrive and wait, unread, in provided buffers.
+            for piece in [b"second", b"third!"] {
+                client.write_all(piece).expect("write");
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            for _ in 0..1_000 {
+                if driver
+                    .multi_state(id)
+                    .is_some_and(|(queued, _)| queued >= 2)
+                {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(2)).await;
+            }
+            assert_eq!(driver.multi_state(id), Some((2, true)), "two results wait");
+            assert_eq!(driver.buffers_held(), 2);
+            drop(socket);
+            assert_eq!(
+                driver.buffers_held(),
+                0,
+                "the unread results' buffers went back"
+            );
+            for _ in 0..1_000 {
+                if driver.in_flight() == 0 {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(2)).await;
+            }
+            assert_eq!(driver.in_flight(), 0, "the cancelled receive completed");
         });
     }
 }
