@@ -66,6 +66,14 @@ start() { # $1 = proxy; sets PORT and PID (the valgrind process)
 }
 
 load() { # $1 = requests
+  if [[ -n ${RATE:-} ]]; then
+    # Open loop at RATE requests a second: the proxy parks between requests, as in production.
+    local codes
+    codes=$(taskset -c 0 oha --no-tui -n "$1" -c "$CONNECTIONS" -q "$RATE" --output-format json \
+      "http://127.0.0.1:$PORT/" | python3 -c 'import json, sys; print(json.load(sys.stdin).get("statusCodeDistribution"))')
+    [[ $codes == "{'200': $1}" ]] || { say "not every request succeeded: $codes"; exit 1; }
+    return
+  fi
   local args=(-t1 -c"$CONNECTIONS" -n"$1")
   if [[ $CASE == h1 ]]; then args+=(--h1); else args+=(-m10); fi
   local out
