@@ -12,11 +12,12 @@
 //! state (read and write buffers, parser, timers) is dropped and only the socket waits for the
 //! next request, so that an idle keep-alive connection costs about 2 KiB instead of ~20.
 
-use std::cell::Cell;
+use std::cell::{Cell, RefCell};
 use std::future::poll_fn;
 use std::pin::Pin;
 use std::rc::Rc;
 use std::sync::Arc;
+use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -25,7 +26,7 @@ use hyper::server::conn::{http1, http2};
 use hyper::service::service_fn;
 use hyper_util::rt::TokioTimer;
 use strait_config::Limits;
-use tokio::sync::{Notify, watch};
+use tokio::sync::Notify;
 use tokio::time::Instant;
 
 use crate::forward::{self, Downstream};
@@ -82,8 +83,8 @@ pub fn builder(limits: &Limits) -> Builder {
 /// What the connections of one listener on one worker share to drain.
 #[derive(Debug)]
 pub struct ListenerDrain {
-    /// Turns true when the listener stops (removed by a reload, or the process shuts down).
-    pub stop: watch::Receiver<bool>,
+    /// Set when the listener stops (removed by a reload, or the process shuts down).
+    pub stop: Rc<StopFlag>,
     /// Time connections get to finish once `stop` turns true; then they are closed.
     pub timeout: Duration,
     /// Counts the worker's open connections and tunnels.
@@ -114,7 +115,7 @@ pub async fn serve(
     let mut socket = socket
         .with_activity(activity.clone())
         .with_framing_guard(Arc::clone(&conn.framing));
-    let mut shutdown = conn.drain.stop.clone();
+    let shutdown = Rc::clone(&conn.drain.stop);
     let drain_timeout = conn.drain.timeout;
     let state = Rc::clone(&conn);
     let busy = Busy::default();
@@ -159,7 +160,7 @@ pub async fn serve(
                 // multishot accept took before the cancel) or just before may carry its first
                 // request already: it is read and answered with `Connection: close`. One that
                 // sends nothing is closed after a tick.
-                _ = shutdown.wait_for(|stop| *stop), if !draining => {
+                () = shutdown.stopped(), if !draining => {
                     draining = true;
                     start_draining(deadline.as_mut());
                     quiet_for.as_mut().reset(Instant::now() + idle.tick);
@@ -188,7 +189,7 @@ pub async fn serve(
                     }
                     return;
                 }
-                _ = shutdown.wait_for(|stop| *stop), if !draining => {
+                () = shutdown.stopped(), if !draining => {
                     draining = true;
                     start_draining(deadline.as_mut());
                     if !closing {
@@ -231,7 +232,7 @@ pub async fn serve(
                     }
                     return;
                 }
-                _ = shutdown.wait_for(|stop| *stop), if !draining => {
+                () = shutdown.stopped(), if !draining => {
                     // The next response carries `Connection: close`; a quiet connection is
                     // closed at the next tick.
                     draining = true;
@@ -282,7 +283,7 @@ pub async fn serve(
                 }
             }
             // A parked connection is quiet: a draining listener closes it.
-            _ = shutdown.wait_for(|stop| *stop) => return,
+            () = shutdown.stopped() => return,
             // hyper bounds the wait for the next request head by its header read timeout, which
             // started when the last response went out; a parked connection keeps that bound.
             () = tokio::time::sleep_until(idle.deadline().min(head_deadline)) => return,
@@ -433,11 +434,175 @@ impl Drop for Tracked {
     }
 }
 
+/// A listener's stop on one worker: set once by the worker, awaited by its accept loops and
+/// connections, which all run on the worker's thread.
+///
+/// tokio's `watch` serves threads and takes a lock on every poll of a waiting receiver; every
+/// connection polls its listener's stop each time it wakes (in its `select!`), so the lock was
+/// paid on the request path. Here a waiter keeps its waker in a slot of the flag's own.
+#[derive(Debug, Default)]
+pub struct StopFlag {
+    stopped: Cell<bool>,
+    wakers: RefCell<Vec<Option<Waker>>>,
+    free: RefCell<Vec<usize>>,
+}
+
+impl StopFlag {
+    /// Whether [`Self::stop`] was called.
+    pub fn is_stopped(&self) -> bool {
+        self.stopped.get()
+    }
+
+    /// Sets the flag and wakes every waiter.
+    pub fn stop(&self) {
+        self.stopped.set(true);
+        let wakers: Vec<Waker> = self
+            .wakers
+            .borrow_mut()
+            .iter_mut()
+            .filter_map(Option::take)
+            .collect();
+        for waker in wakers {
+            waker.wake();
+        }
+    }
+
+    /// Resolves once the flag is set.
+    pub fn stopped(self: &Rc<Self>) -> Stopped {
+        Stopped {
+            flag: Rc::clone(self),
+            slot: None,
+        }
+    }
+}
+
+/// Waits for a [`StopFlag`]; see [`StopFlag::stopped`].
+#[derive(Debug)]
+pub struct Stopped {
+    flag: Rc<StopFlag>,
+    slot: Option<usize>,
+}
+
+impl Future for Stopped {
+    type Output = ();
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        if self.flag.stopped.get() {
+            return Poll::Ready(());
+        }
+        let mut wakers = self.flag.wakers.borrow_mut();
+        match self.slot {
+            Some(slot) => {
+                if let Some(waiting) = wakers.get_mut(slot)
+                    && !waiting.as_ref().is_some_and(|w| w.will_wake(cx.waker()))
+                {
+                    *waiting = Some(cx.waker().clone());
+                }
+            }
+            None => {
+                let waker = Some(cx.waker().clone());
+                let slot = match self.flag.free.borrow_mut().pop() {
+                    Some(slot) => {
+                        wakers[slot] = waker;
+                        slot
+                    }
+                    None => {
+                        wakers.push(waker);
+                        wakers.len() - 1
+                    }
+                };
+                drop(wakers);
+                self.slot = Some(slot);
+            }
+        }
+        Poll::Pending
+    }
+}
+
+impl Drop for Stopped {
+    fn drop(&mut self) {
+        if let Some(slot) = self.slot.take() {
+            if let Some(waiting) = self.flag.wakers.borrow_mut().get_mut(slot) {
+                *waiting = None;
+            }
+            self.flag.free.borrow_mut().push(slot);
+        }
+    }
+}
+
 /// Counts a connection open in its listener's gauge until dropped.
 struct ActiveConnection(Arc<ListenerStats>);
 
 impl Drop for ActiveConnection {
     fn drop(&mut self) {
         self.0.connections_active.dec();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::task::Wake;
+
+    use super::*;
+
+    /// Counts its wake-ups.
+    #[derive(Default)]
+    struct Count(AtomicUsize);
+
+    impl Wake for Count {
+        fn wake(self: Arc<Self>) {
+            self.0.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    #[test]
+    fn a_stop_flag_wakes_every_waiter_once_and_frees_the_slots_of_dropped_ones() {
+        let flag = Rc::new(StopFlag::default());
+        let counts: Vec<Arc<Count>> = (0..3).map(|_| Arc::default()).collect();
+        let mut waiting: Vec<Pin<Box<Stopped>>> =
+            (0..3).map(|_| Box::pin(flag.stopped())).collect();
+        for (stopped, count) in waiting.iter_mut().zip(&counts) {
+            let waker = Waker::from(Arc::clone(count));
+            let mut cx = Context::from_waker(&waker);
+            assert!(stopped.as_mut().poll(&mut cx).is_pending());
+            // Polled again with the same waker: still one slot.
+            assert!(stopped.as_mut().poll(&mut cx).is_pending());
+        }
+        assert_eq!(flag.wakers.borrow().len(), 3);
+        // A dropped waiter's slot is reused and never woken.
+        drop(waiting.remove(1));
+        let reused = Arc::<Count>::default();
+        let mut late = Box::pin(flag.stopped());
+        let waker = Waker::from(Arc::clone(&reused));
+        assert!(
+            late.as_mut()
+                .poll(&mut Context::from_waker(&waker))
+                .is_pending()
+        );
+        assert_eq!(flag.wakers.borrow().len(), 3, "the freed slot was reused");
+
+        flag.stop();
+        assert!(flag.is_stopped());
+        let woken: Vec<usize> = counts.iter().map(|c| c.0.load(Ordering::Relaxed)).collect();
+        assert_eq!(woken, [1, 0, 1]);
+        assert_eq!(reused.0.load(Ordering::Relaxed), 1);
+        let noop = Waker::noop();
+        for stopped in &mut waiting {
+            assert!(
+                stopped
+                    .as_mut()
+                    .poll(&mut Context::from_waker(noop))
+                    .is_ready()
+            );
+        }
+        let mut fresh = flag.stopped();
+        assert!(
+            Pin::new(&mut fresh)
+                .poll(&mut Context::from_waker(noop))
+                .is_ready(),
+            "a waiter made after the stop is ready at once"
+        );
     }
 }

@@ -719,12 +719,11 @@ fn within(
 /// drains.
 async fn tunnel(downstream: OnUpgrade, upstream: OnUpgrade, drain: Rc<ListenerDrain>) {
     let _tracked = drain.tracker.track();
-    let mut stop = drain.stop.clone();
     let copy = copy_tunnel(downstream, upstream);
     tokio::pin!(copy);
     tokio::select! {
         () = &mut copy => return,
-        _ = stop.wait_for(|stop| *stop) => {}
+        () = drain.stop.stopped() => {}
     }
     if tokio::time::timeout(drain.timeout, copy).await.is_err() {
         tracing::debug!("drain deadline passed; closing the tunnel");

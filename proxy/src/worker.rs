@@ -15,7 +15,7 @@ use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
-use crate::downstream::{self, ConnTracker, ListenerDrain};
+use crate::downstream::{self, ConnTracker, ListenerDrain, StopFlag};
 use crate::forward::Downstream;
 use crate::io::uring::{Driver, UringListener};
 use crate::io::{self, Backend, Socket};
@@ -103,7 +103,7 @@ pub struct Start {
 
 /// One listener's accept loops on this worker, and how to stop them.
 struct Accepting {
-    stop: watch::Sender<bool>,
+    stop: Rc<StopFlag>,
     tasks: Vec<tokio::task::JoinHandle<()>>,
 }
 
@@ -111,7 +111,7 @@ impl Accepting {
     /// Stops accepting; resolves once the accept loops ended. Connections already accepted
     /// see the stop and drain.
     async fn stop(self) {
-        let _ = self.stop.send(true);
+        self.stop.stop();
         for task in self.tasks {
             let _ = task.await;
         }
@@ -165,10 +165,10 @@ pub fn run(start: Start) -> std::io::Result<()> {
         tokio::task::spawn_local(sweep_pools(Rc::clone(&worker)));
         let tracker = ConnTracker::default();
         let spawn = |name: String, sockets: Vec<std::net::TcpListener>| {
-            let (stop, stopped) = watch::channel(false);
+            let stop = Rc::new(StopFlag::default());
             let name: Rc<str> = Rc::from(name);
             let drain = Rc::new(ListenerDrain {
-                stop: stopped,
+                stop: Rc::clone(&stop),
                 timeout: drain_timeout,
                 tracker: tracker.clone(),
             });
@@ -176,7 +176,14 @@ pub fn run(start: Start) -> std::io::Result<()> {
             for socket in sockets {
                 let acceptor = match &driver {
                     Some(driver) => Acceptor::Uring(UringListener::new(Rc::clone(driver), socket)),
-                    None => Acceptor::Tokio(TcpListener::from_std(socket)?),
+                    None => match TcpListener::from_std(socket) {
+                        Ok(listener) => Acceptor::Tokio(listener),
+                        Err(err) => {
+                            // The loops already started end with the listener.
+                            stop.stop();
+                            return Err(err);
+                        }
+                    },
                 };
                 tasks.push(tokio::task::spawn_local(accept_loop(
                     Rc::clone(&worker),
@@ -344,12 +351,11 @@ async fn accept_loop(
     drain: Rc<ListenerDrain>,
 ) {
     let stats = worker.shard.listener(&name);
-    let mut stop = drain.stop.clone();
     let mut serving = None;
     loop {
         let accepted = tokio::select! {
             accepted = listener.accept() => accepted,
-            _ = stop.wait_for(|stop| *stop) => break,
+            () = drain.stop.stopped() => break,
         };
         match accepted {
             Ok((socket, peer)) => {
