@@ -106,6 +106,7 @@ ref = names[0]
 for n in names[1:]:
     q = [r[n][1] / r[ref][1] for r in rows.values()]
     c = [r[n][3] / r[ref][3] for r in rows.values()]
-    print(f"  {n} / {ref} per repetition: p50 median x{statistics.median(q):.3f} (x{min(q):.3f} to x{max(q):.3f}), "
+    print(f"  {n} / {ref} per repetition: "
+          f"p50 median x{statistics.median(q):.3f} (x{min(q):.3f} to x{max(q):.3f}), "
           f"CPU median x{statistics.median(c):.3f} (x{min(c):.3f} to x{max(c):.3f})")
 '

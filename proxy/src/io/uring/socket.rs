@@ -4,10 +4,14 @@
 //! time data arrives, in one of the driver's provided buffers which the kernel picks then, so a
 //! socket waiting for data holds no buffer; the data is copied out and the buffer given back at
 //! once (what the reader had no room for stays in a small buffer of the socket's own). A
-//! receive whose reader falls behind is stopped by the driver and re-armed here once read. Writes, vectored or not, are copied into an owned send buffer and
-//! acknowledged at once (write-behind); while a send is in flight, the next bytes queue behind
-//! it. Partial sends are re-submitted and `flush` waits for the last byte. Dropping the socket
-//! cancels what is in flight and closes the fd.
+//! receive whose reader falls behind is stopped by the driver and re-armed here once read; a
+//! socket that streams (a receive filled a small buffer) reads each large buffer with a
+//! single-shot receive instead, so that the kernel receives no faster than it reads.
+//!
+//! Writes, vectored or not, are copied into an owned send buffer and acknowledged at once
+//! (write-behind); while a send is in flight, the next bytes queue behind it. Partial sends are
+//! re-submitted and `flush` waits for the last byte. Dropping the socket cancels what is in
+//! flight and closes the fd.
 
 use std::io;
 use std::net::SocketAddr;
