@@ -648,19 +648,36 @@ mod tests {
             // Sends wait for the reactor, as under load.
             driver.set_lone_after(Duration::from_secs(3600), true);
             let addr = listener.local_addr().expect("address");
-            let first = std::net::TcpStream::connect(addr).expect("connect");
-            let (mut first_peer, _) = listener.accept().expect("accept");
-            let mut socket = UringSocket::from_fd(Rc::clone(&driver), OwnedFd::from(first));
-            let fd = socket.raw();
             let mut cx = Context::from_waker(std::task::Waker::noop());
-            let written = socket.poll_write(&mut cx, b"stale");
-            assert!(matches!(written, Poll::Ready(Ok(5))), "{written:?}");
-            assert!(driver.has_unsubmitted(), "the send waits for the reactor");
-            drop(socket);
-            // Lowest free number first: the next socket takes the dropped one's.
-            let mut second = std::net::TcpStream::connect(addr).expect("connect");
-            assert_eq!(second.as_raw_fd(), fd, "fd number reused");
-            let (mut second_peer, _) = listener.accept().expect("accept");
+            // Lowest free number first: the next socket takes the dropped one's, unless a test
+            // on another thread (`cargo test` runs them in one process) opens an fd in between;
+            // then the scenario is built again.
+            let mut reused = None;
+            for _ in 0..20 {
+                let first = std::net::TcpStream::connect(addr).expect("connect");
+                let (first_peer, _) = listener.accept().expect("accept");
+                let mut socket = UringSocket::from_fd(Rc::clone(&driver), OwnedFd::from(first));
+                let fd = socket.raw();
+                let written = socket.poll_write(&mut cx, b"stale");
+                assert!(matches!(written, Poll::Ready(Ok(5))), "{written:?}");
+                assert!(driver.has_unsubmitted(), "the send waits for the reactor");
+                drop(socket);
+                let second = std::net::TcpStream::connect(addr).expect("connect");
+                let (second_peer, _) = listener.accept().expect("accept");
+                if second.as_raw_fd() == fd {
+                    reused = Some((first_peer, second, second_peer));
+                    break;
+                }
+                for _ in 0..100 {
+                    if !driver.has_unsubmitted() {
+                        break;
+                    }
+                    tokio::task::yield_now().await;
+                }
+            }
+            let Some((mut first_peer, mut second, mut second_peer)) = reused else {
+                panic!("the dropped socket's fd number was never reused in 20 attempts");
+            };
             // Let the reactor submit whatever is still queued.
             for _ in 0..100 {
                 if !driver.has_unsubmitted() {
