@@ -32,6 +32,7 @@ command -v h2load >/dev/null && command -v nginx >/dev/null || {
 source benches/lib/origin.sh
 source benches/lib/strait.sh
 source benches/lib/nginx.sh
+source benches/lib/sides.sh
 start_origin 0
 ticks=$(getconf CLK_TCK)
 
@@ -45,20 +46,9 @@ esac
 run() { # $1 = side; prints "user_us sys_us" per request
   local port pid before after
   port=$(free_port)
-  case $1 in
-    uring | epoll)
-      strait_config "$work/strait.yaml" "$port"
-      taskset -c 1 "$STRAIT" run --config "$work/strait.yaml" --workers 1 --io "$1" --no-watch \
-        --admin 127.0.0.1:0 2>"$work/strait.log" &
-      ;;
-    nginx)
-      local h2=""
-      [[ $CASE == h2c ]] && h2=h2
-      nginx_proxy_config "$work/nginx" "$port" $h2
-      taskset -c 1 nginx -c "$work/nginx/nginx.conf" -p "$work/nginx" 2>"$work/nginx.log" &
-      ;;
-    *) echo "backends: unknown side $1 (uring, epoll, nginx)" >&2; exit 2 ;;
-  esac
+  local h2=""
+  [[ $CASE == h2c ]] && h2=h2
+  start_side "$1" "$port" $h2
   pid=$!
   local http=--http1.1
   [[ $CASE == h2c ]] && http=--http2-prior-knowledge

@@ -31,24 +31,14 @@ command -v oha >/dev/null || cargo install oha --locked -q
 source benches/lib/origin.sh
 source benches/lib/strait.sh
 source benches/lib/nginx.sh
+source benches/lib/sides.sh
 start_origin 0
 ticks=$(getconf CLK_TCK)
 
 run() { # $1 = side; prints "p10 p50 p90 cpu_us" (ms, ms, ms, µs per request)
   local port pid before after json=$work/oha.json
   port=$(free_port)
-  case $1 in
-    uring | epoll)
-      strait_config "$work/strait.yaml" "$port"
-      taskset -c 1 "$STRAIT" run --config "$work/strait.yaml" --workers 1 --io "$1" --no-watch \
-        --admin 127.0.0.1:0 2>"$work/strait.log" &
-      ;;
-    nginx)
-      nginx_proxy_config "$work/nginx" "$port"
-      taskset -c 1 nginx -c "$work/nginx/nginx.conf" -p "$work/nginx" 2>"$work/nginx.log" &
-      ;;
-    *) echo "latency: unknown side $1 (uring, epoll, nginx)" >&2; exit 2 ;;
-  esac
+  start_side "$1" "$port"
   pid=$!
   for _ in $(seq 100); do curl -s -o /dev/null "http://127.0.0.1:$port/" && break; sleep 0.1; done
   local url="http://127.0.0.1:$port/"
