@@ -235,15 +235,7 @@ async fn listener_added_and_removed_under_load() {
     on_main.wait_for(300).await;
     on_old.wait_for(100).await;
 
-    let applied = proxy
-        .server()
-        .reload(
-            &two_listeners(upstream.addr(), ["main", "new"]),
-            Format::Yaml,
-        )
-        .unwrap();
-    assert_eq!(applied.added, vec!["new".to_owned()]);
-    assert_eq!(applied.removed, vec!["old".to_owned()]);
+    replace_old_with_new(&proxy, upstream.addr());
     let new = proxy.server().addr("new").unwrap();
     assert!(proxy.server().addr("old").is_none());
 
@@ -283,6 +275,17 @@ async fn listener_added_and_removed_under_load() {
     assert_eq!(status, 200);
 }
 
+/// Reloads `two_listeners(upstream, ["main", "old"])` into `["main", "new"]`; returns once the
+/// workers stopped accepting on `old` (its connections drain).
+fn replace_old_with_new(proxy: &TestProxy, upstream: SocketAddr) {
+    let applied = proxy
+        .server()
+        .reload(&two_listeners(upstream, ["main", "new"]), Format::Yaml)
+        .unwrap();
+    assert_eq!(applied.added, vec!["new".to_owned()]);
+    assert_eq!(applied.removed, vec!["old".to_owned()]);
+}
+
 /// A proxy with listeners `main` and `old`, and a connection to `old` that the proxy accepted
 /// and that sent nothing yet, returned once `old` was removed by a reload (the reload returns
 /// once the worker stopped accepting on it: its connections are draining).
@@ -303,14 +306,7 @@ async fn quiet_connection_to_a_removed_listener() -> (TestProxy, Upstream, tokio
     }
     assert!(accepted, "the proxy accepted the connection");
 
-    let applied = proxy
-        .server()
-        .reload(
-            &two_listeners(upstream.addr(), ["main", "new"]),
-            Format::Yaml,
-        )
-        .unwrap();
-    assert_eq!(applied.removed, vec!["old".to_owned()]);
+    replace_old_with_new(&proxy, upstream.addr());
     (proxy, upstream, stream)
 }
 

@@ -531,17 +531,16 @@ impl Driver {
                 }
             }
         }
-        let stops = std::mem::take(&mut *self.stops.borrow_mut());
-        for &id in &stops {
-            self.push(&opcode::AsyncCancel::new(id).build().user_data(CANCEL_TAG));
-        }
+        let mut stops = std::mem::take(&mut *self.stops.borrow_mut());
         if !stops.is_empty() {
+            for &id in &stops {
+                self.push(&opcode::AsyncCancel::new(id).build().user_data(CANCEL_TAG));
+            }
             // At once: until the cancel lands the kernel keeps filling buffers for the socket.
             self.submit_now();
+            stops.clear();
         }
-        let mut reuse = stops;
-        reuse.clear();
-        *self.stops.borrow_mut() = reuse;
+        *self.stops.borrow_mut() = stops;
         let wakers = std::mem::take(&mut *self.woken.borrow_mut());
         for waker in &wakers {
             waker.wake_by_ref();

@@ -602,13 +602,25 @@ mod tests {
             tokio::time::timeout(Duration::from_secs(20), read_all)
                 .await
                 .expect("the stream arrives within 20 s");
-            writer.join().expect("writer");
-            assert_eq!(got.len(), expected.len());
-            assert!(got == expected, "bytes differ");
-            drop(socket);
-            assert_eq!(driver.in_flight(), 0, "the socket's operations are gone");
-            assert_eq!(driver.buffers_held(), 0, "every provided buffer went back");
+            all_arrived_and_released(&driver, socket, writer, &got, &expected);
         });
+    }
+
+    /// The writer ended, every byte arrived in order, and the dropped socket left no operation
+    /// in flight and no provided buffer held.
+    fn all_arrived_and_released(
+        driver: &Driver,
+        socket: UringSocket,
+        writer: std::thread::JoinHandle<()>,
+        got: &[u8],
+        expected: &[u8],
+    ) {
+        writer.join().expect("writer");
+        assert_eq!(got.len(), expected.len());
+        assert!(got == expected, "bytes differ");
+        drop(socket);
+        assert_eq!(driver.in_flight(), 0, "the socket's operations are gone");
+        assert_eq!(driver.buffers_held(), 0, "every provided buffer went back");
     }
 
     #[test]
@@ -812,12 +824,7 @@ mod tests {
                 "{held} results held (stopped at {RECV_HELD})"
             );
             while read_some(&mut socket, &mut got).await {}
-            writer.join().expect("writer");
-            assert_eq!(got.len(), expected.len());
-            assert!(got == expected, "bytes differ");
-            drop(socket);
-            assert_eq!(driver.in_flight(), 0, "the socket's operations are gone");
-            assert_eq!(driver.buffers_held(), 0, "every provided buffer went back");
+            all_arrived_and_released(&driver, socket, writer, &got, &expected);
         });
     }
 
