@@ -29,6 +29,11 @@ use strait_config::Limits;
 use tokio::sync::Notify;
 use tokio::time::Instant;
 
+mod idle;
+
+pub use idle::IdleSweep;
+
+use self::idle::Check;
 use crate::forward::{self, Downstream};
 use crate::io::{Activity, Socket};
 use crate::metrics::ListenerStats;
@@ -40,8 +45,8 @@ const MIN_BUF: usize = 8 * 1024;
 /// How long an HTTP/1.1 connection must stay quiet (no request in flight, no byte moved, its
 /// reader waiting) before it is parked: its hyper state and buffers are dropped and only the
 /// socket stays, waiting for the next request. Between 1× and 2× this in practice (it is
-/// checked on a timer of this period).
-const PARK_AFTER: Duration = Duration::from_millis(250);
+/// checked by the worker's [`IdleSweep`] of this period).
+pub const PARK_AFTER: Duration = Duration::from_millis(250);
 
 /// The client preface of HTTP/2 with prior knowledge (RFC 9113 §3.4).
 const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
@@ -107,6 +112,7 @@ pub async fn serve(
     conn: Rc<Downstream>,
     socket: Socket,
     idle_timeout: Duration,
+    sweep: Rc<IdleSweep>,
     _tracked: Tracked,
 ) {
     conn.stats.connections_active.inc();
@@ -127,7 +133,8 @@ pub async fn serve(
             forward::handle(Rc::clone(&conn), req, busy.enter())
         })
     };
-    let mut idle = IdleClock::new(activity, idle_timeout);
+    // When bytes last moved, as the sweep knows it (kept across parks).
+    let mut last_active = Instant::now();
     // Armed when the listener starts draining.
     let deadline = tokio::time::sleep(Duration::MAX);
     tokio::pin!(deadline);
@@ -163,7 +170,7 @@ pub async fn serve(
                 () = shutdown.stopped(), if !draining => {
                     draining = true;
                     start_draining(deadline.as_mut());
-                    quiet_for.as_mut().reset(Instant::now() + idle.tick);
+                    quiet_for.as_mut().reset(Instant::now() + sweep.tick());
                 }
                 () = &mut quiet_for => return,
             }
@@ -175,6 +182,8 @@ pub async fn serve(
         // small while parked (a future is as large as its largest state).
         let mut connection = Box::pin(builder.h2.serve_connection(socket, service));
         let mut closing = false;
+        // Only the timeout matters: an HTTP/2 connection is never parked.
+        let idle = sweep.watch(activity, idle_timeout, last_active, false);
         if draining {
             // The drain began while the preface was read: GOAWAY at once, as below.
             closing = true;
@@ -201,11 +210,9 @@ pub async fn serve(
                     tracing::debug!("drain deadline passed; closing the connection");
                     return;
                 }
-                () = tokio::time::sleep(idle.tick), if !closing => {
-                    if idle.check() == Check::TimedOut {
-                        closing = true;
-                        connection.as_mut().graceful_shutdown();
-                    }
+                _ = idle.check(), if !closing => {
+                    closing = true;
+                    connection.as_mut().graceful_shutdown();
                 }
             }
         }
@@ -223,6 +230,7 @@ pub async fn serve(
                 .with_upgrades(),
         );
         let mut closing = false;
+        let idle = sweep.watch(activity.clone(), idle_timeout, last_active, true);
         loop {
             tokio::select! {
                 biased;
@@ -242,7 +250,7 @@ pub async fn serve(
                     tracing::debug!("drain deadline passed; closing the connection");
                     return;
                 }
-                () = tokio::time::sleep(idle.tick), if !closing => match idle.check() {
+                check = idle.check(), if !closing => match check {
                     Check::TimedOut => {
                         closing = true;
                         Pin::new(&mut *connection).graceful_shutdown();
@@ -251,12 +259,14 @@ pub async fn serve(
                         closing = true;
                         Pin::new(&mut *connection).graceful_shutdown();
                     }
-                    Check::Quiet if busy.idle() && idle.activity.is_waiting_for_peer() => break,
-                    Check::Quiet | Check::Active => {}
+                    Check::Quiet if busy.idle() && activity.is_waiting_for_peer() => break,
+                    Check::Quiet => {}
                 },
             }
         }
-        // Parked: only the socket is left.
+        // Parked: only the socket is left, and the sweep no longer watches it.
+        last_active = idle.last_active();
+        drop(idle);
         // Only the socket is kept: the rest of the parts (the service, and `read_buf`, a view
         // that keeps hyper's whole read buffer alive) is dropped here, not when the loop turns.
         let Some(http1::Parts { io, read_buf, .. }) = (*connection).into_parts() else {
@@ -268,12 +278,12 @@ pub async fn serve(
         } else {
             // hyper's timer started around the last byte moved (the end of the previous
             // response, or the start of this head).
-            Some(head_since.unwrap_or(idle.last_active))
+            Some(head_since.unwrap_or(last_active))
         };
         socket.unread(Bytes::copy_from_slice(&read_buf));
         drop(read_buf);
         socket.release_buffers();
-        let head_deadline = head_since.unwrap_or(idle.last_active) + builder.header_read_timeout;
+        let head_deadline = head_since.unwrap_or(last_active) + builder.header_read_timeout;
         tokio::select! {
             biased;
             ready = poll_fn(|cx| socket.poll_read_ready(cx)) => {
@@ -286,8 +296,10 @@ pub async fn serve(
             () = shutdown.stopped() => return,
             // hyper bounds the wait for the next request head by its header read timeout, which
             // started when the last response went out; a parked connection keeps that bound.
-            () = tokio::time::sleep_until(idle.deadline().min(head_deadline)) => return,
+            () = tokio::time::sleep_until((last_active + idle_timeout).min(head_deadline)) => return,
         }
+        // Bytes arrived: the next hyper connection starts active.
+        last_active = Instant::now();
     }
 }
 
@@ -337,55 +349,6 @@ pub struct BusyGuard(Rc<Cell<usize>>);
 impl Drop for BusyGuard {
     fn drop(&mut self) {
         self.0.set(self.0.get().saturating_sub(1));
-    }
-}
-
-/// Follows a connection's activity on a timer: quiet periods, and the idle timeout.
-#[derive(Debug)]
-struct IdleClock {
-    activity: Activity,
-    timeout: Duration,
-    tick: Duration,
-    seen: u64,
-    last_active: Instant,
-}
-
-#[derive(Debug, PartialEq, Eq)]
-enum Check {
-    /// Bytes moved since the last check.
-    Active,
-    /// No byte moved since the last check.
-    Quiet,
-    /// No byte moved for the idle timeout.
-    TimedOut,
-}
-
-impl IdleClock {
-    fn new(activity: Activity, timeout: Duration) -> Self {
-        Self {
-            seen: activity.count(),
-            activity,
-            timeout,
-            tick: timeout.min(PARK_AFTER),
-            last_active: Instant::now(),
-        }
-    }
-
-    fn check(&mut self) -> Check {
-        let now = self.activity.count();
-        if now != self.seen {
-            self.seen = now;
-            self.last_active = Instant::now();
-            Check::Active
-        } else if self.last_active.elapsed() >= self.timeout {
-            Check::TimedOut
-        } else {
-            Check::Quiet
-        }
-    }
-
-    fn deadline(&self) -> Instant {
-        self.last_active + self.timeout
     }
 }
 
@@ -549,7 +512,7 @@ mod tests {
 
     /// Counts its wake-ups.
     #[derive(Default)]
-    struct Count(AtomicUsize);
+    pub(super) struct Count(pub(super) AtomicUsize);
 
     impl Wake for Count {
         fn wake(self: Arc<Self>) {

@@ -128,7 +128,8 @@ impl Activity {
         self.0.read_waiting.load(Ordering::Relaxed) && !self.0.write_waiting.load(Ordering::Relaxed)
     }
 
-    fn bump(&self) {
+    /// Counts one read or write that moved bytes.
+    pub(crate) fn bump(&self) {
         self.0
             .count
             .store(self.count().wrapping_add(1), Ordering::Relaxed);

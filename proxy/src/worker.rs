@@ -15,7 +15,7 @@ use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
-use crate::downstream::{self, ConnTracker, ListenerDrain, StopFlag};
+use crate::downstream::{self, ConnTracker, IdleSweep, ListenerDrain, StopFlag};
 use crate::forward::Downstream;
 use crate::io::uring::{Driver, UringListener};
 use crate::io::{self, Backend, Socket};
@@ -52,6 +52,24 @@ pub struct Worker {
     pub metrics: bool,
     /// The access log, when configured.
     pub log: Option<LogHandle>,
+    /// The idle sweeps of the worker's connections, one per tick in use.
+    pub idle_sweeps: RefCell<Vec<Rc<IdleSweep>>>,
+}
+
+impl Worker {
+    /// The worker's idle sweep for connections with `idle_timeout`: one timer for all of them.
+    pub fn idle_sweep(&self, idle_timeout: Duration) -> Rc<IdleSweep> {
+        let tick = idle_timeout.min(downstream::PARK_AFTER);
+        let mut sweeps = self.idle_sweeps.borrow_mut();
+        // Sweeps of ticks no listener uses any more (after reloads) are dropped here.
+        sweeps.retain(|sweep| sweep.tick() == tick || Rc::strong_count(sweep) > 1);
+        if let Some(sweep) = sweeps.iter().find(|sweep| sweep.tick() == tick) {
+            return Rc::clone(sweep);
+        }
+        let sweep = Rc::new(IdleSweep::new(tick));
+        sweeps.push(Rc::clone(&sweep));
+        sweep
+    }
 }
 
 /// A change to a worker's listeners, sent by the control thread on a config reload.
@@ -161,6 +179,7 @@ pub fn run(start: Start) -> std::io::Result<()> {
             shard,
             metrics,
             log,
+            idle_sweeps: RefCell::default(),
         });
         tokio::task::spawn_local(sweep_pools(Rc::clone(&worker)));
         let tracker = ConnTracker::default();
@@ -315,6 +334,7 @@ struct Serving {
     version: u64,
     builder: Rc<downstream::Builder>,
     idle_timeout: Duration,
+    sweep: Rc<IdleSweep>,
 }
 
 impl Serving {
@@ -340,6 +360,7 @@ impl Serving {
             version: compiled.version(),
             builder: Rc::new(downstream::builder(&limits)),
             idle_timeout: limits.idle_timeout,
+            sweep: worker.idle_sweep(limits.idle_timeout),
         }
     }
 }
@@ -407,6 +428,7 @@ fn serve(
         conn,
         socket,
         serving.idle_timeout,
+        Rc::clone(&serving.sweep),
         drain.tracker.track(),
     ));
 }
