@@ -35,7 +35,7 @@ use tokio::time::Instant;
 
 use crate::metrics::Gauge;
 
-/// A send goes to the kernel at once ([`Driver::submit_lone`]), not with the reactor's next
+/// A send goes to the kernel at once ([`Driver::submit_send`]), not with the reactor's next
 /// round, when the ring was last entered longer ago than this, however loaded the worker: a
 /// response then waits at most about this long for the rest of its scheduler round. Under load
 /// the reactor enters the ring more often than this, and sends share its system call.
@@ -378,16 +378,15 @@ impl Driver {
         };
         if let Err(err) = submitted {
             tracing::error!(error = %err, "io_uring submit before a close failed");
+            // The reactor's round tries again.
             self.dirty.set(true);
+            self.wake_reactor();
         }
     }
 
     /// Gives the kernel the entries pushed so far if the worker is lightly loaded or the ring
-    /// was last entered more than `LONE_AFTER` ago; a socket calls it after pushing a send.
-    pub fn submit_lone(&self) {
-        if !self.dirty.get() {
-            return;
-        }
+    /// was last entered more than `LONE_AFTER` ago. Returns whether it did.
+    fn submit_lone(&self) -> bool {
         let now = Instant::now();
         if self.load.borrow().light(now)
             || now.saturating_duration_since(self.entered.get()) >= self.lone_after.get()
@@ -397,7 +396,9 @@ impl Driver {
             // owner's flush is ready without another round (and the ring's fd, empty again,
             // raises no event for the reactor).
             self.drain();
+            return true;
         }
+        false
     }
 
     /// The worker's runtime is about to park its thread (tokio's `on_thread_park`).
@@ -550,7 +551,22 @@ impl Driver {
         *self.woken.borrow_mut() = reuse;
     }
 
+    /// Pushes an entry; the reactor's next round submits it.
     fn push(&self, entry: &squeue::Entry) {
+        if self.push_quiet(entry) {
+            self.wake_reactor();
+        }
+    }
+
+    fn wake_reactor(&self) {
+        if let Some(reactor) = self.reactor.borrow().as_ref() {
+            reactor.wake_by_ref();
+        }
+    }
+
+    /// Pushes an entry without waking the reactor. Returns whether the ring held no unsubmitted
+    /// entry before: the caller then sees that this one gets submitted.
+    fn push_quiet(&self, entry: &squeue::Entry) -> bool {
         let mut ring = self.ring.borrow_mut();
         loop {
             // SAFETY: every pointer in `entry` points into memory owned by the slot table (or is
@@ -562,31 +578,46 @@ impl Driver {
             // The queue is full: hand it to the kernel now and try again.
             if let Err(err) = self.enter(&ring) {
                 tracing::error!(error = %err, "io_uring submit failed");
-                return;
+                return false;
             }
         }
-        drop(ring);
-        if !self.dirty.replace(true)
-            && let Some(reactor) = self.reactor.borrow().as_ref()
-        {
-            reactor.wake_by_ref();
-        }
+        !self.dirty.replace(true)
     }
 
     /// Starts a single-shot operation. `build` receives the slot's buffer (whose heap memory
     /// stays put until completion) and returns the entry that uses it.
     pub fn submit(&self, buf: Buf, build: impl FnOnce(&mut Buf) -> squeue::Entry) -> OpId {
-        let (id, entry) = {
-            let mut slots = self.slots.borrow_mut();
-            let id = slots.insert(Slot::Waiting { waker: None, buf });
-            let (index, _) = split(id);
-            let Slot::Waiting { buf, .. } = &mut slots.slots[index] else {
-                unreachable!("just inserted a waiting slot")
-            };
-            (id, build(buf).user_data(id))
-        };
+        let (id, entry) = self.waiting(buf, build);
         self.push(&entry);
         id
+    }
+
+    /// Starts a send like [`Self::submit`], given to the kernel at once when the worker is
+    /// lightly loaded or the ring quiet (`submit_lone`), else with the reactor's next round.
+    /// The reactor is woken only in the second case: a send submitted at once left it nothing
+    /// to do (two task polls per proxied request at low load).
+    pub fn submit_send(&self, buf: Buf, build: impl FnOnce(&mut Buf) -> squeue::Entry) -> OpId {
+        let (id, entry) = self.waiting(buf, build);
+        let first = self.push_quiet(&entry);
+        if !self.submit_lone() && first {
+            self.wake_reactor();
+        }
+        id
+    }
+
+    /// A waiting slot for an operation and its entry.
+    fn waiting(
+        &self,
+        buf: Buf,
+        build: impl FnOnce(&mut Buf) -> squeue::Entry,
+    ) -> (OpId, squeue::Entry) {
+        let mut slots = self.slots.borrow_mut();
+        let id = slots.insert(Slot::Waiting { waker: None, buf });
+        let (index, _) = split(id);
+        let Slot::Waiting { buf, .. } = &mut slots.slots[index] else {
+            unreachable!("just inserted a waiting slot")
+        };
+        (id, build(buf).user_data(id))
     }
 
     /// Starts a multishot operation whose results queue up in its slot.

@@ -303,7 +303,7 @@ impl UringSocket {
     fn start_send(&mut self, buf: Vec<u8>) {
         let fd = self.raw();
         let (at, end) = (self.write_at, self.write_end);
-        let index = self.driver.submit(Buf::Bytes(buf), |buf| {
+        let index = self.driver.submit_send(Buf::Bytes(buf), |buf| {
             let Buf::Bytes(bytes) = buf else {
                 unreachable!("a byte buffer was given")
             };
@@ -316,7 +316,6 @@ impl UringSocket {
                 .build()
         });
         self.send = Some(index);
-        self.driver.submit_lone();
     }
 
     /// Waits until every byte written so far has been handed to the kernel.
@@ -763,6 +762,36 @@ mod tests {
                 peer.read_exact(&mut got).expect("read");
                 assert_eq!(&got, b"hello");
             }
+        });
+    }
+
+    /// A send held for the reactor's round wakes the reactor: on a ring where nothing else
+    /// happens (no completion raises an event on its fd) it still goes out.
+    #[test]
+    fn a_send_held_for_the_round_wakes_the_reactor() {
+        with_driver(|driver, listener| async move {
+            driver.set_lone_after(Duration::from_secs(3600), true);
+            let addr = listener.local_addr().expect("address");
+            let stream = std::net::TcpStream::connect(addr).expect("connect");
+            let (mut peer, _) = listener.accept().expect("accept");
+            // The reactor's first round passes: it waits for a wake-up from here on.
+            for _ in 0..3 {
+                tokio::task::yield_now().await;
+            }
+            let mut socket = UringSocket::from_fd(Rc::clone(&driver), OwnedFd::from(stream));
+            let mut cx = Context::from_waker(std::task::Waker::noop());
+            let written = socket.poll_write(&mut cx, b"hello");
+            assert!(matches!(written, Poll::Ready(Ok(5))), "{written:?}");
+            assert!(driver.has_unsubmitted(), "held for the reactor's round");
+            tokio::time::timeout(Duration::from_secs(5), poll_fn(|cx| socket.poll_flush(cx)))
+                .await
+                .expect("flushed within 5 s")
+                .expect("flush");
+            peer.set_read_timeout(Some(Duration::from_secs(10)))
+                .expect("timeout");
+            let mut got = [0_u8; 5];
+            peer.read_exact(&mut got).expect("read");
+            assert_eq!(&got, b"hello");
         });
     }
 
