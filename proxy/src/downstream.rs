@@ -1,12 +1,13 @@
 //! Serving one downstream connection: HTTP/1.1 and h2c on one port, with the listener's limits.
 //!
 //! hyper parses and enforces the protocol limits: a request head over `max_header_bytes` or
-//! with more than `max_headers` fields gets 431, a malformed head 400 and a closed connection,
-//! a head not received within `header_read_timeout` a closed connection. On HTTP/1.1 that read
-//! timeout also bounds the wait for the next request on a kept-alive connection. HTTP/2 gets
-//! explicit stream, header-list and reset-flood limits. A connection that moves no byte for
-//! `idle_timeout` is closed gracefully, as is every connection of a listener that drains (a
-//! reload removed it, or the process shuts down or hands over to a new binary).
+//! with more than `max_headers` fields gets 431, a malformed head 400 and a closed connection.
+//! HTTP/2 gets explicit stream, header-list and reset-flood limits. The worker's idle sweep
+//! ([`IdleSweep`]) closes an HTTP/1.1 connection whose request head did not arrive within
+//! `header_read_timeout` (counted from the previous response on a kept-alive connection), and
+//! gracefully any connection that moves no byte for `idle_timeout`, as is every connection of a
+//! listener that drains (a reload removed it, or the process shuts down or hands over to a new
+//! binary).
 //!
 //! Idle HTTP/1.1 connections are *parked*: once quiet for [`PARK_AFTER`], hyper's connection
 //! state (read and write buffers, parser, timers) is dropped and only the socket waits for the
@@ -33,7 +34,7 @@ mod idle;
 
 pub use idle::IdleSweep;
 
-use self::idle::Check;
+use self::idle::{Check, HeadWait};
 use crate::forward::{self, Downstream};
 use crate::io::{Activity, Socket};
 use crate::metrics::ListenerStats;
@@ -63,10 +64,10 @@ pub struct Builder {
 /// The connection builders for a listener's limits.
 pub fn builder(limits: &Limits) -> Builder {
     let mut h1 = http1::Builder::new();
-    h1.timer(TokioTimer::new())
-        .keep_alive(true)
+    // The header read timeout is the worker's idle sweep's (hyper's armed a timer per request).
+    h1.keep_alive(true)
         .half_close(false)
-        .header_read_timeout(limits.header_read_timeout)
+        .header_read_timeout(None)
         .max_buf_size(limits.max_header_bytes.max(MIN_BUF))
         .max_headers(limits.max_headers);
     let mut h2 = http2::Builder::new(LocalExec);
@@ -183,7 +184,7 @@ pub async fn serve(
         let mut connection = Box::pin(builder.h2.serve_connection(socket, service));
         let mut closing = false;
         // Only the timeout matters: an HTTP/2 connection is never parked.
-        let idle = sweep.watch(activity, idle_timeout, last_active, false);
+        let idle = sweep.watch(activity, idle_timeout, last_active, None);
         if draining {
             // The drain began while the preface was read: GOAWAY at once, as below.
             closing = true;
@@ -230,7 +231,14 @@ pub async fn serve(
                 .with_upgrades(),
         );
         let mut closing = false;
-        let idle = sweep.watch(activity.clone(), idle_timeout, last_active, true);
+        // The wait for a head counts from the last response (or the connection's start), as
+        // while parked.
+        let head = HeadWait::new(
+            busy.clone(),
+            builder.header_read_timeout,
+            head_since.unwrap_or(last_active),
+        );
+        let idle = sweep.watch(activity.clone(), idle_timeout, last_active, Some(head));
         loop {
             tokio::select! {
                 biased;
@@ -261,6 +269,10 @@ pub async fn serve(
                     }
                     Check::Quiet if busy.idle() && activity.is_waiting_for_peer() => break,
                     Check::Quiet => {}
+                    Check::HeadTimeout => {
+                        tracing::debug!("no request head within the header read timeout");
+                        return;
+                    }
                 },
             }
         }
@@ -327,28 +339,43 @@ async fn sniff(socket: &mut Socket) -> std::io::Result<bool> {
     Ok(h2)
 }
 
-/// Counts the requests of a connection whose response is not sent in full yet.
+/// Counts the requests of a connection: those started, and those whose response is not sent
+/// in full yet.
 #[derive(Debug, Clone, Default)]
-struct Busy(Rc<Cell<usize>>);
+struct Busy(Rc<Requests>);
+
+#[derive(Debug, Default)]
+struct Requests {
+    started: Cell<u64>,
+    in_flight: Cell<usize>,
+}
 
 impl Busy {
     fn enter(&self) -> BusyGuard {
-        self.0.set(self.0.get() + 1);
+        self.0.started.set(self.0.started.get().wrapping_add(1));
+        self.0.in_flight.set(self.0.in_flight.get() + 1);
         BusyGuard(Rc::clone(&self.0))
     }
 
     fn idle(&self) -> bool {
-        self.0.get() == 0
+        self.0.in_flight.get() == 0
+    }
+
+    /// Requests started so far.
+    fn started(&self) -> u64 {
+        self.0.started.get()
     }
 }
 
 /// One request in flight on its connection, until its response body is dropped.
 #[derive(Debug)]
-pub struct BusyGuard(Rc<Cell<usize>>);
+pub struct BusyGuard(Rc<Requests>);
 
 impl Drop for BusyGuard {
     fn drop(&mut self) {
-        self.0.set(self.0.get().saturating_sub(1));
+        self.0
+            .in_flight
+            .set(self.0.in_flight.get().saturating_sub(1));
     }
 }
 

@@ -57,9 +57,10 @@ pub struct Worker {
 }
 
 impl Worker {
-    /// The worker's idle sweep for connections with `idle_timeout`: one timer for all of them.
-    pub fn idle_sweep(&self, idle_timeout: Duration) -> Rc<IdleSweep> {
-        let tick = idle_timeout.min(downstream::PARK_AFTER);
+    /// The worker's idle sweep for connections whose shortest idle or header read timeout is
+    /// `shortest`: one timer for all of them.
+    pub fn idle_sweep(&self, shortest: Duration) -> Rc<IdleSweep> {
+        let tick = shortest.min(downstream::PARK_AFTER);
         let mut sweeps = self.idle_sweeps.borrow_mut();
         // Sweeps of ticks no listener uses any more (after reloads) are dropped here.
         sweeps.retain(|sweep| sweep.tick() == tick || Rc::strong_count(sweep) > 1);
@@ -360,7 +361,7 @@ impl Serving {
             version: compiled.version(),
             builder: Rc::new(downstream::builder(&limits)),
             idle_timeout: limits.idle_timeout,
-            sweep: worker.idle_sweep(limits.idle_timeout),
+            sweep: worker.idle_sweep(limits.idle_timeout.min(limits.header_read_timeout)),
         }
     }
 }

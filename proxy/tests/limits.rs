@@ -8,6 +8,7 @@ mod common;
 use std::time::Duration;
 
 use bytes::Bytes;
+use common::raw::{dribble_until_closed, read_response};
 use common::{TestProxy, config, single};
 use http_body_util::BodyExt;
 use strait_testkit::{Upstream, h2c_client, http1_client, trace_init};
@@ -60,6 +61,39 @@ async fn slow_request_head_is_cut_off_at_the_header_read_timeout() {
     // Meanwhile a normal client is served.
     let client = http1_client(proxy.addr()).await.unwrap();
     assert_eq!(client.get("/").await.unwrap().status(), 200);
+}
+
+/// A head dribbled fast enough that the connection is never quiet (so never parked) is still
+/// cut off at the header read timeout, and a kept-alive connection is not cut off while its
+/// requests keep coming.
+#[tokio::test]
+async fn dribbled_head_on_a_busy_connection_is_cut_off_at_the_header_read_timeout() {
+    let _trace = trace_init();
+    let upstream = Upstream::start().await;
+    let limits = "header_read_timeout: 1s, idle_timeout: 60s";
+    let proxy = TestProxy::start(&with_limits(limits, upstream.addr()), 1);
+
+    // Requests every 200 ms for twice the timeout on one connection: all answered.
+    let mut steady = TcpStream::connect(proxy.addr()).await.unwrap();
+    for n in 0..10 {
+        steady
+            .write_all(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n")
+            .await
+            .unwrap();
+        let (head, _) = read_response(&mut steady).await;
+        assert!(head.starts_with("http/1.1 200"), "request {n}: {head}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+
+    // One byte every 100 ms: never quiet for a tick.
+    let mut slow = TcpStream::connect(proxy.addr()).await.unwrap();
+    let closed = dribble_until_closed(&mut slow, Duration::from_millis(100)).await;
+    assert!(
+        closed >= Duration::from_millis(900),
+        "cut off after {closed:?}"
+    );
+    assert!(closed < Duration::from_secs(3), "cut off after {closed:?}");
+    assert_eq!(upstream.requests_seen(), 10);
 }
 
 #[tokio::test]

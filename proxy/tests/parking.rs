@@ -7,6 +7,7 @@ mod common;
 
 use std::time::Duration;
 
+use common::raw::{dribble_until_closed, read_response};
 use common::{TestProxy, single};
 use strait_testkit::{Upstream, trace_init};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -15,31 +16,6 @@ use tokio::time::Instant;
 
 /// Longer than the proxy takes to park a quiet connection (at most twice its 250 ms period).
 const PARKED: Duration = Duration::from_millis(700);
-
-/// Reads one response with a `content-length` body; returns its head and body.
-async fn read_response(stream: &mut TcpStream) -> (String, Vec<u8>) {
-    let mut data = Vec::new();
-    let mut buf = [0u8; 4096];
-    loop {
-        let n = tokio::time::timeout(Duration::from_secs(5), stream.read(&mut buf))
-            .await
-            .expect("response within 5 s")
-            .unwrap();
-        assert!(n > 0, "closed before a full response");
-        data.extend_from_slice(&buf[..n]);
-        let Some(end) = data.windows(4).position(|w| w == b"\r\n\r\n") else {
-            continue;
-        };
-        let head = String::from_utf8_lossy(&data[..end]).to_ascii_lowercase();
-        let length: usize = head
-            .lines()
-            .find_map(|l| l.strip_prefix("content-length:"))
-            .map_or(0, |v| v.trim().parse().unwrap());
-        if data.len() >= end + 4 + length {
-            return (head, data[end + 4..end + 4 + length].to_vec());
-        }
-    }
-}
 
 fn with_limits(limits: &str, upstream: std::net::SocketAddr) -> String {
     single("http1", &[upstream]).replacen(
@@ -97,21 +73,8 @@ async fn dribbled_head_is_cut_off_despite_parking() {
     let limits = "header_read_timeout: 1s, idle_timeout: 60s";
     let proxy = TestProxy::start(&with_limits(limits, upstream.addr()), 1);
     let mut client = TcpStream::connect(proxy.addr()).await.unwrap();
-    client.write_all(b"GET / HTTP/1.1\r\n").await.unwrap();
-    let started = Instant::now();
     // One byte every 600 ms: each pause is long enough to park the connection.
-    let closed = loop {
-        tokio::time::sleep(Duration::from_millis(600)).await;
-        if client.write_all(b"X").await.is_err() {
-            break started.elapsed();
-        }
-        let mut buf = [0u8; 256];
-        let read = tokio::time::timeout(Duration::from_millis(1), client.read(&mut buf)).await;
-        if let Ok(Ok(0) | Err(_)) = read {
-            break started.elapsed();
-        }
-        assert!(started.elapsed() < Duration::from_secs(10), "never cut off");
-    };
+    let closed = dribble_until_closed(&mut client, Duration::from_millis(600)).await;
     assert!(closed < Duration::from_secs(4), "cut off after {closed:?}");
     assert_eq!(upstream.requests_seen(), 0);
 }

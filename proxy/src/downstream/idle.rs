@@ -11,6 +11,12 @@
 //! The sweep's task runs only while it watches connections. A watch is first judged quiet at
 //! the second pass after it starts, so it has been quiet for between one and two ticks, as with
 //! a timer of its own.
+//!
+//! HTTP/1.1 watches also enforce the header read timeout: no request may take longer than that
+//! to arrive after the previous one's response (or the connection's start). hyper's own timer
+//! for it cost a timer registration per request (~1,000 instructions). The wait is counted from
+//! the first pass that finds no request in flight, so a connection is closed between the
+//! timeout and the timeout plus two ticks after its last response, never before.
 
 use std::cell::{Cell, RefCell};
 use std::future::poll_fn;
@@ -20,6 +26,7 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
+use super::Busy;
 use crate::io::Activity;
 
 /// What a pass found on a quiet connection.
@@ -29,6 +36,50 @@ pub enum Check {
     Quiet,
     /// No byte moved for the idle timeout.
     TimedOut,
+    /// No request head arrived within the header read timeout (HTTP/1.1).
+    HeadTimeout,
+}
+
+/// An HTTP/1.1 connection's wait for its next request head.
+#[derive(Debug)]
+pub struct HeadWait {
+    busy: Busy,
+    timeout: Duration,
+    /// Requests started at the last pass.
+    started: u64,
+    /// Since when the connection waits for a head; `None` while a request is in flight.
+    since: Option<Instant>,
+}
+
+impl HeadWait {
+    /// A wait of at most `timeout` for each request head on a connection whose requests `busy`
+    /// counts, the first one counted from `since`.
+    pub(super) fn new(busy: Busy, timeout: Duration, since: Instant) -> Self {
+        Self {
+            started: busy.started(),
+            busy,
+            timeout,
+            since: Some(since),
+        }
+    }
+
+    /// Whether the wait for a head is over at `now`.
+    fn expired(&mut self, now: Instant) -> bool {
+        let started = self.busy.started();
+        if started != self.started || !self.busy.idle() {
+            // A request came or is in flight: the next wait starts once none is, at a pass.
+            self.started = started;
+            self.since = (self.busy.idle()).then_some(now);
+            return false;
+        }
+        match self.since {
+            Some(since) => now.saturating_duration_since(since) >= self.timeout,
+            None => {
+                self.since = Some(now);
+                false
+            }
+        }
+    }
 }
 
 /// The watched connections of one worker whose ticks are equal.
@@ -53,8 +104,9 @@ struct Watch {
     since: u64,
     /// When bytes last moved, as far as the passes know (to a tick).
     last_active: Instant,
-    /// Whether quiet passes are reported, or only the timeout.
-    report_quiet: bool,
+    /// HTTP/1.1: quiet passes are reported and request heads timed; else only the idle
+    /// timeout is.
+    head: Option<HeadWait>,
     due: Option<Check>,
     waker: Option<Waker>,
 }
@@ -77,14 +129,14 @@ impl IdleSweep {
     }
 
     /// Watches a connection whose bytes last moved at `last_active`; starts the sweep's task on
-    /// the current `LocalSet` if it is not running. `report_quiet` asks for every quiet pass,
-    /// not only the timeout.
+    /// the current `LocalSet` if it is not running. With `head` (HTTP/1.1) every quiet pass is
+    /// reported, and the header read timeout; without, only the idle timeout.
     pub fn watch(
         self: &Rc<Self>,
         activity: Activity,
         timeout: Duration,
         last_active: Instant,
-        report_quiet: bool,
+        head: Option<HeadWait>,
     ) -> IdleWatch {
         if !self.running.replace(true) {
             tokio::task::spawn_local(Rc::clone(self).run());
@@ -95,7 +147,7 @@ impl IdleSweep {
             timeout,
             since: self.passes.get(),
             last_active,
-            report_quiet,
+            head,
             due: None,
             waker: None,
         };
@@ -136,13 +188,16 @@ impl IdleSweep {
         for watch in self.watches.borrow_mut().iter_mut().flatten() {
             watched = true;
             let count = watch.activity.count();
-            let due = if count != watch.seen {
+            let head_expired = watch.head.as_mut().is_some_and(|head| head.expired(now));
+            let due = if head_expired {
+                Check::HeadTimeout
+            } else if count != watch.seen {
                 watch.seen = count;
                 watch.last_active = now;
                 continue;
             } else if now.saturating_duration_since(watch.last_active) >= watch.timeout {
                 Check::TimedOut
-            } else if watch.report_quiet && pass >= watch.since + 2 {
+            } else if watch.head.is_some() && pass >= watch.since + 2 {
                 // The first pass may follow the start at once; the second is a tick after it.
                 Check::Quiet
             } else {
@@ -211,7 +266,7 @@ mod tests {
     use std::sync::Arc;
     use std::sync::atomic::Ordering;
 
-    use tokio::task::LocalSet;
+    use tokio::task::{LocalEnterGuard, LocalSet};
 
     use super::*;
     use crate::downstream::tests::Count;
@@ -228,16 +283,95 @@ mod tests {
         count.0.load(Ordering::Relaxed)
     }
 
+    /// A sweep whose task is spawned, never run (the test makes the passes), and a start time.
+    struct Fixture {
+        sweep: Rc<IdleSweep>,
+        start: Instant,
+        _inside: LocalEnterGuard,
+        _local: LocalSet,
+    }
+
+    impl Fixture {
+        fn new() -> Self {
+            let local = LocalSet::new();
+            Self {
+                _inside: local.enter(),
+                _local: local,
+                sweep: Rc::new(IdleSweep::new(TICK)),
+                start: Instant::now(),
+            }
+        }
+    }
+
+    /// An HTTP/1.1 connection's head wait that never expires in a test.
+    fn h1(since: Instant) -> Option<HeadWait> {
+        Some(HeadWait::new(
+            Busy::default(),
+            Duration::from_secs(3600),
+            since,
+        ))
+    }
+
+    #[test]
+    fn a_head_that_does_not_come_within_the_timeout_is_reported_however_busy_the_bytes() {
+        let Fixture { sweep, start, .. } = &Fixture::new();
+        let start = *start;
+        let activity = Activity::default();
+        let head = HeadWait::new(Busy::default(), Duration::from_secs(1), start);
+        let watch = sweep.watch(activity.clone(), Duration::from_secs(60), start, Some(head));
+        let wakes = Arc::<Count>::default();
+        assert!(poll(&watch, &wakes).is_pending());
+        // A client dribbling its head keeps the bytes moving: no quiet pass, no idle timeout.
+        for n in 1..=3 {
+            activity.bump();
+            assert!(sweep.pass(start + TICK * n));
+        }
+        assert_eq!(woken(&wakes), 0);
+        activity.bump();
+        assert!(sweep.pass(start + TICK * 4));
+        assert_eq!(poll(&watch, &wakes), Poll::Ready(Check::HeadTimeout));
+    }
+
+    #[test]
+    fn the_head_wait_restarts_after_each_request_and_pauses_while_one_is_in_flight() {
+        let Fixture { sweep, start, .. } = &Fixture::new();
+        let start = *start;
+        let (activity, busy) = (Activity::default(), Busy::default());
+        let head = HeadWait::new(busy.clone(), Duration::from_secs(1), start);
+        let watch = sweep.watch(activity.clone(), Duration::from_secs(60), start, Some(head));
+        let wakes = Arc::<Count>::default();
+        let at = |ms: u64| start + Duration::from_millis(ms);
+        let expect_none = |ms: u64| {
+            activity.bump(); // bytes keep moving: only the head wait can fire
+            assert!(sweep.pass(at(ms)));
+            assert!(poll(&watch, &wakes).is_pending(), "at {ms} ms");
+        };
+        expect_none(750);
+        // A request starts and ends between two passes: the wait restarts at the next pass.
+        drop(busy.enter());
+        expect_none(1000);
+        expect_none(1750);
+        // A request in flight for longer than the timeout.
+        let guard = busy.enter();
+        expect_none(2000);
+        expect_none(3500);
+        drop(guard);
+        // The wait starts at the first pass that finds it answered, not before.
+        expect_none(3750);
+        expect_none(4500);
+        activity.bump();
+        assert!(sweep.pass(at(4750)));
+        assert_eq!(poll(&watch, &wakes), Poll::Ready(Check::HeadTimeout));
+    }
+
     #[test]
     fn a_quiet_connection_is_reported_from_its_second_pass_and_a_busy_one_never() {
         // The sweep's task is spawned, never run: the test makes the passes.
-        let local = LocalSet::new();
-        let _inside = local.enter();
-        let sweep = Rc::new(IdleSweep::new(TICK));
-        let start = Instant::now();
+        let Fixture { sweep, start, .. } = &Fixture::new();
+        let start = *start;
         let (quiet, busy) = (Activity::default(), Activity::default());
-        let quiet_watch = sweep.watch(quiet, Duration::from_secs(60), start, true);
-        let busy_watch = sweep.watch(busy.clone(), Duration::from_secs(60), start, true);
+        let quiet_watch = sweep.watch(quiet, Duration::from_secs(60), start, h1(start));
+        let busy_watch = sweep.watch(busy.clone(), Duration::from_secs(60), start, h1(start));
         let (quiet_wakes, busy_wakes) = (Arc::<Count>::default(), Arc::<Count>::default());
         assert!(poll(&quiet_watch, &quiet_wakes).is_pending());
         assert!(poll(&busy_watch, &busy_wakes).is_pending());
@@ -270,12 +404,10 @@ mod tests {
     #[test]
     fn the_timeout_is_reported_even_when_quiet_passes_are_not() {
         // The sweep's task is spawned, never run: the test makes the passes.
-        let local = LocalSet::new();
-        let _inside = local.enter();
-        let sweep = Rc::new(IdleSweep::new(TICK));
-        let start = Instant::now();
+        let Fixture { sweep, start, .. } = &Fixture::new();
+        let start = *start;
         let activity = Activity::default();
-        let watch = sweep.watch(activity.clone(), Duration::from_secs(1), start, false);
+        let watch = sweep.watch(activity.clone(), Duration::from_secs(1), start, None);
         let wakes = Arc::<Count>::default();
         assert!(poll(&watch, &wakes).is_pending());
         for n in 1..=3 {
@@ -295,14 +427,12 @@ mod tests {
     #[test]
     fn a_dropped_watch_frees_its_slot_and_an_empty_sweep_says_so() {
         // The sweep's task is spawned, never run: the test makes the passes.
-        let local = LocalSet::new();
-        let _inside = local.enter();
-        let sweep = Rc::new(IdleSweep::new(TICK));
-        let start = Instant::now();
-        let first = sweep.watch(Activity::default(), TICK, start, true);
-        let second = sweep.watch(Activity::default(), TICK, start, true);
+        let Fixture { sweep, start, .. } = &Fixture::new();
+        let start = *start;
+        let first = sweep.watch(Activity::default(), TICK, start, None);
+        let second = sweep.watch(Activity::default(), TICK, start, None);
         drop(first);
-        let third = sweep.watch(Activity::default(), TICK, start, true);
+        let third = sweep.watch(Activity::default(), TICK, start, None);
         assert_eq!(third.slot, 0, "the freed slot is reused");
         assert_eq!(sweep.watches.borrow().len(), 2);
         assert!(sweep.pass(start + TICK));

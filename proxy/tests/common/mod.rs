@@ -3,6 +3,7 @@
 
 pub mod load;
 pub mod process;
+pub mod raw;
 pub mod streams;
 
 use std::net::SocketAddr;

@@ -1,0 +1,53 @@
+//! Raw HTTP/1.1 on a TCP stream, for clients that misbehave on purpose: one response read in
+//! full, and a request head dribbled until the proxy cuts it off.
+
+use std::time::Duration;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::time::Instant;
+
+/// Reads one response with a `content-length` body (within 5 s per read); returns its head
+/// (lowercased) and body.
+pub async fn read_response(stream: &mut TcpStream) -> (String, Vec<u8>) {
+    let mut data = Vec::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        let n = tokio::time::timeout(Duration::from_secs(5), stream.read(&mut buf))
+            .await
+            .expect("response within 5 s")
+            .unwrap();
+        assert!(n > 0, "closed before a full response");
+        data.extend_from_slice(&buf[..n]);
+        let Some(end) = data.windows(4).position(|w| w == b"\r\n\r\n") else {
+            continue;
+        };
+        let head = String::from_utf8_lossy(&data[..end]).to_ascii_lowercase();
+        let length: usize = head
+            .lines()
+            .find_map(|l| l.strip_prefix("content-length:"))
+            .map_or(0, |v| v.trim().parse().unwrap());
+        if data.len() >= end + 4 + length {
+            return (head, data[end + 4..end + 4 + length].to_vec());
+        }
+    }
+}
+
+/// Starts a request head, then sends one more byte of it every `every` until the proxy closes
+/// the connection; returns how long that took. Fails after 10 s.
+pub async fn dribble_until_closed(stream: &mut TcpStream, every: Duration) -> Duration {
+    stream.write_all(b"GET / HTTP/1.1\r\n").await.unwrap();
+    let started = Instant::now();
+    loop {
+        tokio::time::sleep(every).await;
+        if stream.write_all(b"X").await.is_err() {
+            return started.elapsed();
+        }
+        let mut buf = [0u8; 256];
+        let read = tokio::time::timeout(Duration::from_millis(1), stream.read(&mut buf)).await;
+        if let Ok(Ok(0) | Err(_)) = read {
+            return started.elapsed();
+        }
+        assert!(started.elapsed() < Duration::from_secs(10), "never cut off");
+    }
+}
