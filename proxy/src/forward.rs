@@ -380,7 +380,7 @@ fn forward<'a>(
                 .await?
                 .map(UpstreamBody::Hyper)
         } else {
-            send_h1(&endpoint, upstream_req, timeout)
+            send_h1(&endpoint, upstream_req, downstream_version, timeout)
                 .await?
                 .map(UpstreamBody::H1)
         };
@@ -624,6 +624,7 @@ fn rewritten_path(uri: &Uri, route: &Route) -> Result<PathAndQuery, ProxyError> 
 fn send_h1(
     endpoint: &Rc<EndpointPool>,
     req: Request<RequestBody>,
+    downstream_version: Version,
     timeout: Duration,
 ) -> impl Future<Output = Result<Response<h1::Body>, ProxyError>> + '_ {
     let addr = endpoint.addr();
@@ -632,7 +633,10 @@ fn send_h1(
         after: timeout,
     };
     let pooled = endpoint.checkout_h1();
-    let outgoing = h1::Outgoing::new(req);
+    let mut outgoing = h1::Outgoing::new(req);
+    if downstream_version != Version::HTTP_2 {
+        outgoing = outgoing.with_header_room(h1::HTTP1_HEADER_ROOM);
+    }
     async move {
         let reused = pooled.is_some();
         let conn = match pooled {

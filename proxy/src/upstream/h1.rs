@@ -42,9 +42,9 @@ const READ_MIN: usize = 8 * 1024;
 const READ_MAX: usize = 64 * 1024;
 /// The least room made for a response's first read (see `ConnectionState::head_room`).
 const HEAD_ROOM_MIN: usize = 1024;
-/// The fields a response's header map has room for at least: hyper parses the connection's
-/// next request head into it (see `parse_head`).
-const RECYCLED_HEADERS: usize = 16;
+/// The fields a response's header map makes room for when its downstream is HTTP/1.1 (see
+/// [`Outgoing::with_header_room`]).
+pub const HTTP1_HEADER_ROOM: usize = 16;
 
 /// An HTTP/1.1 connection to an endpoint: idle in its pool, or carrying one exchange. Boxed
 /// once, when opened, so that moving it in and out of the pool and into response bodies is
@@ -117,11 +117,12 @@ impl ConnectionState {
         &mut self,
         cx: &mut Context<'_>,
         head_request: bool,
+        header_room: usize,
     ) -> Poll<Result<Head, HeadError>> {
         loop {
             if !self.buf.is_empty() {
                 let received = self.buf.len();
-                match parse_head(&mut self.buf, head_request) {
+                match parse_head(&mut self.buf, head_request, header_room) {
                     Ok(Some(Parsed::Final(head))) => {
                         self.head_room =
                             received.next_power_of_two().clamp(HEAD_ROOM_MIN, READ_MIN);
@@ -163,6 +164,7 @@ pub struct Outgoing {
     framing: Framing,
     head_request: bool,
     idempotent: bool,
+    header_room: usize,
 }
 
 /// Why an exchange failed.
@@ -250,7 +252,17 @@ impl Outgoing {
             framing,
             head_request: parts.method == Method::HEAD,
             idempotent: parts.method.is_idempotent(),
+            header_room: 0,
         }
+    }
+
+    /// Makes the response's header map room for at least `fields` fields. An HTTP/1.1
+    /// downstream wants it: hyper's server parses the connection's next request head into the
+    /// map of the response it wrote, and the fields the proxy adds to that request (forwarding,
+    /// request id, trace context) then fit without a grow and rehash.
+    pub fn with_header_room(mut self, fields: usize) -> Self {
+        self.header_room = fields;
+        self
     }
 
     /// Sends the request on `conn` and reads the response head. The response body reads the
@@ -265,6 +277,7 @@ impl Outgoing {
             framing,
             head_request,
             idempotent,
+            header_room,
         } = self;
         let replay = (idempotent && framing == Framing::Empty).then(|| head.clone());
         let mut writer = Some(Writer::new(head, body, framing));
@@ -285,22 +298,24 @@ impl Outgoing {
                     Poll::Pending => {}
                 }
             }
-            conn.poll_head(cx, head_request).map_err(|err| match err {
-                HeadError::Invalid(reason) => Failure::Invalid(reason),
-                HeadError::Closed { source, silent } => match &replay {
-                    Some(head) if silent => Failure::Unanswered(
-                        Self {
-                            head: head.clone(),
-                            body: RequestBody::default(),
-                            framing,
-                            head_request,
-                            idempotent,
-                        },
-                        source,
-                    ),
-                    _ => Failure::Closed(source),
-                },
-            })
+            conn.poll_head(cx, head_request, header_room)
+                .map_err(|err| match err {
+                    HeadError::Invalid(reason) => Failure::Invalid(reason),
+                    HeadError::Closed { source, silent } => match &replay {
+                        Some(head) if silent => Failure::Unanswered(
+                            Self {
+                                head: head.clone(),
+                                body: RequestBody::default(),
+                                framing,
+                                head_request,
+                                idempotent,
+                                header_room,
+                            },
+                            source,
+                        ),
+                        _ => Failure::Closed(source),
+                    },
+                })
         })
         .await;
         let head = result?;
@@ -497,7 +512,11 @@ enum HeadError {
 }
 
 /// Parses a response head at the start of `buf`, consuming it when complete.
-fn parse_head(buf: &mut BytesMut, head_request: bool) -> Result<Option<Parsed>, &'static str> {
+fn parse_head(
+    buf: &mut BytesMut,
+    head_request: bool,
+    header_room: usize,
+) -> Result<Option<Parsed>, &'static str> {
     // Not initialised: httparse writes the fields it finds (zeroing 3 KiB per response showed
     // in the profiles).
     let mut fields =
@@ -542,10 +561,7 @@ fn parse_head(buf: &mut BytesMut, head_request: bool) -> Result<Option<Parsed>, 
         }
     }
     let head = buf.split_to(len).freeze();
-    // hyper's server clears the map of a response it wrote and parses the next request head of
-    // the connection into it: room for that request's fields and the ones the proxy adds
-    // (forwarding, request id, trace context) spares a grow (and rehash) per request.
-    let mut headers = HeaderMap::with_capacity(named.len().max(RECYCLED_HEADERS));
+    let mut headers = HeaderMap::with_capacity(named.len().max(header_room));
     for (name, start, end) in named {
         let value = HeaderValue::from_maybe_shared(head.slice(start..end))
             .map_err(|_| "invalid header value")?;

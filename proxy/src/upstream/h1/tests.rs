@@ -337,9 +337,27 @@ async fn a_close_after_an_interim_response_is_not_unanswered() {
 /// The final head parsed from `raw`, which must be complete.
 fn parsed(raw: &[u8], head_request: bool) -> Result<Head, &'static str> {
     let mut buf = BytesMut::from(raw);
-    match parse_head(&mut buf, head_request)? {
+    match parse_head(&mut buf, head_request, 0)? {
         Some(Parsed::Final(head)) => Ok(head),
         _ => panic!("no final head in {raw:?}"),
+    }
+}
+
+#[test]
+fn a_response_map_has_the_room_asked_for_and_no_more_than_its_fields_otherwise() {
+    let raw = b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\nx-a: 1\r\n\r\n";
+    for (room, enough) in [(0, false), (HTTP1_HEADER_ROOM, true)] {
+        let mut buf = BytesMut::from(&raw[..]);
+        let Ok(Some(Parsed::Final(head))) = parse_head(&mut buf, false, room) else {
+            panic!("no final head");
+        };
+        assert_eq!(head.headers.len(), 2);
+        assert_eq!(
+            head.headers.capacity() >= HTTP1_HEADER_ROOM,
+            enough,
+            "room {room}: capacity {}",
+            head.headers.capacity()
+        );
     }
 }
 
@@ -426,7 +444,7 @@ async fn the_room_for_a_response_head_follows_the_last_response() {
         ),
     ] {
         server.write_all(answer.as_bytes()).await.unwrap();
-        let head = tokio::time::timeout(LIMIT, poll_fn(|cx| conn.poll_head(cx, false)))
+        let head = tokio::time::timeout(LIMIT, poll_fn(|cx| conn.poll_head(cx, false, 0)))
             .await
             .unwrap();
         assert!(head.is_ok(), "{answer:.40}");
