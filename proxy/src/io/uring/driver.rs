@@ -118,8 +118,9 @@ enum Slot {
     /// buffer-select receive filled, if any.
     Done { result: i32, flags: u32, buf: Buf },
     /// The owner is gone; freed when the (last) completion arrives. `accepts` marks an
-    /// abandoned accept, whose late results are new fds that must be closed.
-    Orphaned { buf: Buf, accepts: bool },
+    /// abandoned accept, whose late results are new fds that must be closed. The buffer is
+    /// only kept, never read: the kernel may still write into it.
+    Orphaned { _buf: Buf, accepts: bool },
     /// A multishot operation: results (with their flags) queue up until collected.
     Multi {
         queue: VecDeque<(i32, u32)>,
@@ -484,51 +485,47 @@ impl Driver {
                 if cqueue::buffer_select(cqe.flags()).is_some() {
                     self.buffers_held.inc();
                 }
-                match std::mem::take(&mut slots.slots[index]) {
+                // In place: a slot is moved only when it changes kind.
+                let slot = &mut slots.slots[index];
+                match slot {
                     Slot::Waiting { waker, buf } => {
-                        slots.slots[index] = Slot::Done {
+                        woken.extend(waker.take());
+                        let buf = std::mem::take(buf);
+                        *slot = Slot::Done {
                             result: cqe.result(),
                             flags: cqe.flags(),
                             buf,
                         };
-                        woken.extend(waker);
                     }
-                    Slot::Orphaned { buf, accepts } => {
+                    Slot::Orphaned { accepts, .. } => {
                         // A receive nobody waits for any more may still have taken a buffer.
                         self.recycle(cqe.flags());
-                        if accepts && cqe.result() >= 0 {
+                        if *accepts && cqe.result() >= 0 {
                             // SAFETY: a non-negative accept result is a new fd nobody owns.
                             drop(unsafe { OwnedFd::from_raw_fd(cqe.result()) });
                         }
-                        if more {
-                            slots.slots[index] = Slot::Orphaned { buf, accepts };
-                        } else {
+                        if !more {
                             slots.release(index);
                         }
                     }
                     Slot::Multi {
-                        mut queue,
+                        queue,
                         waker,
+                        armed,
                         kind,
                         stopping,
-                        ..
                     } => {
                         queue.push_back((cqe.result(), cqe.flags()));
                         let stop =
-                            kind == Multi::Recv && more && !stopping && queue.len() >= RECV_HELD;
+                            *kind == Multi::Recv && more && !*stopping && queue.len() >= RECV_HELD;
                         if stop {
                             stops.push(user_data);
                         }
-                        slots.slots[index] = Slot::Multi {
-                            queue,
-                            waker: None,
-                            armed: more,
-                            kind,
-                            stopping: stopping || stop,
-                        };
-                        woken.extend(waker);
+                        *armed = more;
+                        *stopping |= stop;
+                        woken.extend(waker.take());
                     }
-                    other => slots.slots[index] = other,
+                    Slot::Free | Slot::Done { .. } => {}
                 }
             }
         }
@@ -750,7 +747,7 @@ impl Driver {
             Slot::Free => {}
             Slot::Waiting { buf, .. } => {
                 slots.slots[index] = Slot::Orphaned {
-                    buf,
+                    _buf: buf,
                     accepts: false,
                 };
                 drop(slots);
@@ -773,7 +770,7 @@ impl Driver {
                 }
                 if armed {
                     slots.slots[index] = Slot::Orphaned {
-                        buf: Buf::None,
+                        _buf: Buf::None,
                         accepts: kind == Multi::Accept,
                     };
                     drop(slots);
