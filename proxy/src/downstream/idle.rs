@@ -65,11 +65,11 @@ impl HeadWait {
 
     /// Whether the wait for a head is over at `now`.
     fn expired(&mut self, now: Instant) -> bool {
-        let started = self.busy.started();
-        if started != self.started || !self.busy.idle() {
+        let (started, answered) = (self.busy.started(), self.busy.idle());
+        if started != self.started || !answered {
             // A request came or is in flight: the next wait starts once none is, at a pass.
             self.started = started;
-            self.since = (self.busy.idle()).then_some(now);
+            self.since = answered.then_some(now);
             return false;
         }
         match self.since {
@@ -422,6 +422,42 @@ mod tests {
         assert!(sweep.pass(start + TICK * 8));
         assert_eq!(woken(&wakes), 1);
         assert_eq!(poll(&watch, &wakes), Poll::Ready(Check::TimedOut));
+    }
+
+    /// The sweep's task ends once nothing is watched, and the next watch starts it again.
+    #[test]
+    fn the_sweep_stops_when_nothing_is_watched_and_starts_again_for_the_next_watch() {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .build()
+            .expect("runtime");
+        LocalSet::new().block_on(&runtime, async {
+            let sweep = Rc::new(IdleSweep::new(Duration::from_millis(20)));
+            let quiet = |sweep: &Rc<IdleSweep>| {
+                let start = Instant::now();
+                sweep.watch(
+                    Activity::default(),
+                    Duration::from_secs(60),
+                    start,
+                    h1(start),
+                )
+            };
+            let first = quiet(&sweep);
+            let check = tokio::time::timeout(Duration::from_secs(5), first.check()).await;
+            assert_eq!(check, Ok(Check::Quiet), "the running sweep reports");
+            drop(first);
+            tokio::time::timeout(Duration::from_secs(5), async {
+                while sweep.running.get() {
+                    tokio::time::sleep(Duration::from_millis(5)).await;
+                }
+            })
+            .await
+            .expect("the task ends within 5 s of the last watch leaving");
+            let second = quiet(&sweep);
+            assert!(sweep.running.get());
+            let check = tokio::time::timeout(Duration::from_secs(5), second.check()).await;
+            assert_eq!(check, Ok(Check::Quiet), "the restarted sweep reports");
+        });
     }
 
     #[test]
