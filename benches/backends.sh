@@ -29,9 +29,6 @@ STRAIT=${STRAIT:-target/release/strait}
 command -v h2load >/dev/null && command -v nginx >/dev/null || {
   apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nghttp2-client nginx-light >/dev/null
 }
-source benches/lib/origin.sh
-source benches/lib/strait.sh
-source benches/lib/nginx.sh
 source benches/lib/sides.sh
 start_origin 0
 ticks=$(getconf CLK_TCK)

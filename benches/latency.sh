@@ -28,9 +28,6 @@ command -v nginx >/dev/null || {
   apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nginx-light >/dev/null
 }
 command -v oha >/dev/null || cargo install oha --locked -q
-source benches/lib/origin.sh
-source benches/lib/strait.sh
-source benches/lib/nginx.sh
 source benches/lib/sides.sh
 start_origin 0
 ticks=$(getconf CLK_TCK)

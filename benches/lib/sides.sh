@@ -1,9 +1,13 @@
-# Sourced by backends.sh and latency.sh (after lib/origin.sh, lib/strait.sh and lib/nginx.sh):
-# one side of a paired run, started in the background on CPU 1 with one worker.
+# Sourced by backends.sh and latency.sh: one side of a paired run, started in the background on
+# CPU 1 with one worker. Sources the origin, Strait and NGINX helpers it uses.
 #
 #   start_side SIDE PORT [h2]    # SIDE: uring | epoll (Strait, $STRAIT) | nginx; $! is its pid
 #
 # With `h2`, NGINX listens with HTTP/2 prior knowledge (Strait serves both on one port).
+source benches/lib/origin.sh
+source benches/lib/strait.sh
+source benches/lib/nginx.sh
+
 start_side() {
   case $1 in
     uring | epoll)
