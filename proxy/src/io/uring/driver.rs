@@ -28,7 +28,7 @@ use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
 use io_uring::types::BufRingEntry;
-use io_uring::{IoUring, cqueue, opcode, squeue};
+use io_uring::{IoUring, cqueue, opcode, squeue, types};
 use tokio::io::Interest;
 use tokio::io::unix::AsyncFd;
 use tokio::time::Instant;
@@ -95,6 +95,9 @@ impl Load {
 
 /// The user data of cancel requests, whose completions are ignored.
 const CANCEL_TAG: u64 = u64::MAX;
+
+/// How long dropping a driver waits for the completions of the operations it cancelled.
+const DROP_WAIT: Duration = Duration::from_secs(1);
 
 /// Memory an operation lends to the kernel until it completes.
 #[derive(Debug, Default)]
@@ -232,6 +235,9 @@ pub struct Driver {
     /// freed. Empty when the kernel has no provided-buffer rings (before 5.19): sockets then
     /// receive into buffers of their own.
     bufs: Vec<BufRing>,
+    /// Every `io_uring_enter` fails with EBUSY (tests).
+    #[cfg(test)]
+    refuse_enters: Cell<bool>,
 }
 
 impl std::fmt::Debug for Driver {
@@ -330,6 +336,8 @@ impl Driver {
             bufs,
             recv_multi: Cell::new(recv_multi),
             buffers_held,
+            #[cfg(test)]
+            refuse_enters: Cell::new(false),
         }))
     }
 
@@ -436,6 +444,10 @@ impl Driver {
 
     fn enter(&self, ring: &IoUring) -> io::Result<usize> {
         self.entered.set(Instant::now());
+        #[cfg(test)]
+        if self.refuse_enters.get() {
+            return Err(io::Error::from_raw_os_error(libc::EBUSY));
+        }
         ring.submit()
     }
 
@@ -574,11 +586,52 @@ impl Driver {
             }
             // The queue is full: hand it to the kernel now and try again.
             if let Err(err) = self.enter(&ring) {
-                tracing::error!(error = %err, "io_uring submit failed");
+                drop(ring);
+                self.refuse(entry.get_user_data(), &err);
                 return false;
             }
         }
         !self.dirty.replace(true)
+    }
+
+    /// An entry the kernel could not take (the queue full and `io_uring_enter` failing): its
+    /// operation completes with the error, so that its owner sees it rather than wait for a
+    /// completion that never comes. A refused cancel leaves its operation to complete by itself.
+    fn refuse(&self, id: OpId, err: &io::Error) {
+        tracing::error!(error = %err, "io_uring submit failed");
+        let result = -err.raw_os_error().unwrap_or(libc::EIO);
+        let mut slots = self.slots.borrow_mut();
+        let Some(index) = slots.live(id) else {
+            return;
+        };
+        let slot = &mut slots.slots[index];
+        let waker = match slot {
+            Slot::Waiting { waker, buf } => {
+                let waker = waker.take();
+                let buf = std::mem::take(buf);
+                *slot = Slot::Done {
+                    result,
+                    flags: 0,
+                    buf,
+                };
+                waker
+            }
+            Slot::Multi {
+                queue,
+                waker,
+                armed,
+                ..
+            } => {
+                queue.push_back((result, 0));
+                *armed = false;
+                waker.take()
+            }
+            Slot::Orphaned { .. } | Slot::Free | Slot::Done { .. } => None,
+        };
+        drop(slots);
+        if let Some(waker) = waker {
+            waker.wake();
+        }
     }
 
     /// Starts a single-shot operation. `build` receives the slot's buffer (whose heap memory
@@ -1004,8 +1057,13 @@ impl Drop for Driver {
                 let _ = unsafe { ring.submission().push(&entry) };
             }
         }
+        // Every cancel posts a completion; an operation the kernel never took posts none, so
+        // each wait is bounded, and so is the whole.
+        let deadline = Instant::now() + DROP_WAIT;
+        let tick = types::Timespec::new().nsec(10_000_000);
+        let mut waiting = 0;
         for _ in 0..1_000 {
-            let waiting = self
+            waiting = self
                 .slots
                 .borrow()
                 .slots
@@ -1019,11 +1077,13 @@ impl Drop for Driver {
                     )
                 })
                 .count();
-            if waiting == 0 {
+            if waiting == 0 || Instant::now() >= deadline {
                 break;
             }
-            if self.ring.borrow().submit_and_wait(1).is_err() {
-                break;
+            let args = types::SubmitArgs::new().timespec(&tick);
+            match self.ring.borrow().submitter().submit_with_args(1, &args) {
+                Err(err) if err.raw_os_error() != Some(libc::ETIME) => break,
+                _ => {}
             }
             let mut ring = self.ring.borrow_mut();
             let mut slots = self.slots.borrow_mut();
@@ -1038,6 +1098,17 @@ impl Drop for Driver {
                     slots.slots[index] = Slot::Free;
                 }
             }
+        }
+        if waiting > 0 {
+            // The kernel may still write into their buffers (and into the provided ones): leak
+            // them rather than free memory it could write to.
+            tracing::error!(
+                waiting,
+                "io_uring operations outlived their driver; leaking their buffers"
+            );
+            std::mem::forget(std::mem::take(&mut self.slots.borrow_mut().slots));
+            std::mem::forget(std::mem::take(&mut self.bufs));
+            return;
         }
         for bufs in &self.bufs {
             let _ = self
@@ -1120,6 +1191,37 @@ mod tests {
         driver.unparked();
         let done = driver.poll_op(id, &mut cx);
         assert!(matches!(done, Poll::Ready((0, Buf::None))), "{done:?}");
+        assert_eq!(driver.in_flight(), 0);
+    }
+
+    /// An entry pushed onto a full queue while the kernel refuses `io_uring_enter` completes
+    /// with the error instead of leaving its owner waiting; the entries queued before it are
+    /// submitted once the kernel takes them again.
+    #[test]
+    fn an_entry_the_kernel_refuses_completes_with_the_error() {
+        let driver = Driver::build(8, Arc::new(Gauge::default()), false).expect("ring");
+        let nop = |_: &mut Buf| opcode::Nop::new().build();
+        // No reactor runs: pushed entries wait in the submission queue, which they fill.
+        let queued: Vec<OpId> = (0..8).map(|_| driver.submit(Buf::None, nop)).collect();
+        driver.refuse_enters.set(true);
+        let refused = driver.submit(Buf::None, nop);
+        let multi = driver.submit_multi(opcode::Nop::new().build(), Multi::Accept);
+        let mut cx = Context::from_waker(Waker::noop());
+        let done = driver.poll_op(refused, &mut cx);
+        assert!(
+            matches!(done, Poll::Ready((result, Buf::None)) if result == -libc::EBUSY),
+            "{done:?}"
+        );
+        let first = driver.poll_multi(multi, &mut cx);
+        assert_eq!(first, Poll::Ready(Some((-libc::EBUSY, 0))));
+        assert_eq!(driver.poll_multi(multi, &mut cx), Poll::Ready(None));
+        driver.refuse_enters.set(false);
+        driver.submit_now();
+        driver.drain();
+        for id in queued {
+            let done = driver.poll_op(id, &mut cx);
+            assert!(matches!(done, Poll::Ready((0, Buf::None))), "{done:?}");
+        }
         assert_eq!(driver.in_flight(), 0);
     }
 }
