@@ -25,6 +25,7 @@ use tokio::time::Instant;
 
 use crate::balance;
 use crate::body::{Completion, Release, RequestBody, ResponseBody, UpstreamBody};
+use crate::deadline::{Deadlines, Elapsed};
 use crate::downstream::{BusyGuard, ListenerDrain};
 use crate::error::{ERROR_HEADER, Fault, ProxyError};
 use crate::framing::FramingGuard;
@@ -365,22 +366,26 @@ fn forward<'a>(
             .await?
             .map(|body| body.counting(exchange.bytes_in.clone()));
         let in_flight = endpoint.start_request();
-        let timeout = route.timeout();
         let sent = Instant::now();
+        let limit = Limit {
+            deadlines: &conn.worker.deadlines,
+            timeout: route.timeout(),
+            since: sent,
+        };
         let mut response = if protocol == Version::HTTP_2 {
             let mut sender = match endpoint.h2_sender() {
                 Some(sender) => sender,
                 None => Box::pin(endpoint.connect_h2()).await?,
             };
-            within(timeout, endpoint.addr(), sender.send_request(upstream_req))
+            within(&limit, endpoint.addr(), sender.send_request(upstream_req))
                 .await?
                 .map(UpstreamBody::Hyper)
         } else if upgrade {
-            Box::pin(send_upgrade(&endpoint, upstream_req, timeout))
+            Box::pin(send_upgrade(&endpoint, upstream_req, &limit))
                 .await?
                 .map(UpstreamBody::Hyper)
         } else {
-            send_h1(&endpoint, upstream_req, downstream_version, timeout)
+            send_h1(&endpoint, upstream_req, downstream_version, &limit)
                 .await?
                 .map(UpstreamBody::H1)
         };
@@ -621,17 +626,13 @@ fn rewritten_path(uri: &Uri, route: &Route) -> Result<PathAndQuery, ProxyError> 
 /// Sends an HTTP/1.1 request on a pooled connection (or a new one) and reads the response
 /// head within `timeout`. A pooled connection that turns out closed before answering gets the
 /// request again on a new connection, if it can go again (see [`h1::Failure::Unanswered`]).
-fn send_h1(
-    endpoint: &Rc<EndpointPool>,
+fn send_h1<'a>(
+    endpoint: &'a Rc<EndpointPool>,
     req: Request<RequestBody>,
     downstream_version: Version,
-    timeout: Duration,
-) -> impl Future<Output = Result<Response<h1::Body>, ProxyError>> + '_ {
+    limit: &'a Limit<'a>,
+) -> impl Future<Output = Result<Response<h1::Body>, ProxyError>> + 'a {
     let addr = endpoint.addr();
-    let timed_out = move || ProxyError::UpstreamTimeout {
-        addr,
-        after: timeout,
-    };
     let pooled = endpoint.checkout_h1();
     let mut outgoing = h1::Outgoing::new(req);
     if downstream_version != Version::HTTP_2 {
@@ -643,11 +644,11 @@ fn send_h1(
             Some(conn) => conn,
             None => Box::pin(endpoint.connect_h1()).await?,
         };
-        let failure = match tokio::time::timeout(timeout, outgoing.send(conn)).await {
-            Err(_) => return Err(timed_out()),
+        let failure = match limit.run(outgoing.send(conn)).await {
+            Err(_) => return Err(limit.elapsed(addr)),
             Ok(Ok(response)) => return Ok(response),
             Ok(Err(h1::Failure::Unanswered(outgoing, _))) if reused => {
-                return Box::pin(resend_h1(endpoint, outgoing, timeout)).await;
+                return Box::pin(resend_h1(endpoint, outgoing, limit)).await;
             }
             Ok(Err(failure)) => failure,
         };
@@ -660,15 +661,17 @@ fn send_h1(
 async fn resend_h1(
     endpoint: &EndpointPool,
     outgoing: h1::Outgoing,
-    timeout: Duration,
+    limit: &Limit<'_>,
 ) -> Result<Response<h1::Body>, ProxyError> {
     let addr = endpoint.addr();
     let conn = endpoint.connect_h1().await?;
-    match tokio::time::timeout(timeout, outgoing.send(conn)).await {
-        Err(_) => Err(ProxyError::UpstreamTimeout {
-            addr,
-            after: timeout,
-        }),
+    // A new wait of the whole timeout, on the new connection.
+    let again = Limit {
+        since: Instant::now(),
+        ..*limit
+    };
+    match again.run(outgoing.send(conn)).await {
+        Err(_) => Err(again.elapsed(addr)),
         Ok(Ok(response)) => Ok(response),
         Ok(Err(failure)) => Err(h1_error(addr, failure)),
     }
@@ -691,25 +694,45 @@ fn h1_error(addr: SocketAddr, failure: h1::Failure) -> ProxyError {
 async fn send_upgrade(
     endpoint: &EndpointPool,
     req: Request<RequestBody>,
-    timeout: Duration,
+    limit: &Limit<'_>,
 ) -> Result<Response<Incoming>, ProxyError> {
     let mut sender = endpoint.connect_upgrade().await?;
-    within(timeout, endpoint.addr(), sender.send_request(req)).await
+    within(limit, endpoint.addr(), sender.send_request(req)).await
 }
 
-/// Waits for a response from hyper's client within `timeout`.
-fn within(
+/// The route timeout of an exchange: its response head must arrive within `timeout` of `since`.
+#[derive(Clone, Copy)]
+struct Limit<'a> {
+    deadlines: &'a Rc<Deadlines>,
     timeout: Duration,
+    since: Instant,
+}
+
+impl Limit<'_> {
+    /// Runs `fut` until the deadline (the worker's timer, not one per request).
+    fn run<F: Future>(&self, fut: F) -> impl Future<Output = Result<F::Output, Elapsed>> {
+        self.deadlines
+            .within(self.since.checked_add(self.timeout), fut)
+    }
+
+    fn elapsed(&self, addr: SocketAddr) -> ProxyError {
+        ProxyError::UpstreamTimeout {
+            addr,
+            after: self.timeout,
+        }
+    }
+}
+
+/// Waits for a response from hyper's client within the limit.
+fn within<'a>(
+    limit: &'a Limit<'a>,
     addr: SocketAddr,
-    response: impl Future<Output = Result<Response<Incoming>, hyper::Error>>,
-) -> impl Future<Output = Result<Response<Incoming>, ProxyError>> {
-    let response = tokio::time::timeout(timeout, response);
+    response: impl Future<Output = Result<Response<Incoming>, hyper::Error>> + 'a,
+) -> impl Future<Output = Result<Response<Incoming>, ProxyError>> + 'a {
+    let response = limit.run(response);
     async move {
         match response.await {
-            Err(_) => Err(ProxyError::UpstreamTimeout {
-                addr,
-                after: timeout,
-            }),
+            Err(_) => Err(limit.elapsed(addr)),
             Ok(result) => result.map_err(|source| ProxyError::UpstreamClosed {
                 addr,
                 source: source.into(),

@@ -12,6 +12,7 @@
 pub mod admin;
 pub mod balance;
 pub mod body;
+pub mod deadline;
 pub mod demo;
 pub mod downstream;
 pub mod error;

@@ -15,6 +15,7 @@ use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
+use crate::deadline::Deadlines;
 use crate::downstream::{self, ConnTracker, IdleSweep, ListenerDrain, StopFlag};
 use crate::forward::Downstream;
 use crate::io::uring::{Driver, UringListener};
@@ -54,6 +55,8 @@ pub struct Worker {
     pub log: Option<LogHandle>,
     /// The idle sweeps of the worker's connections, one per tick in use.
     pub idle_sweeps: RefCell<Vec<Rc<IdleSweep>>>,
+    /// The deadlines of the worker's upstream exchanges (route timeouts).
+    pub deadlines: Rc<Deadlines>,
 }
 
 impl Worker {
@@ -181,6 +184,7 @@ pub fn run(start: Start) -> std::io::Result<()> {
             metrics,
             log,
             idle_sweeps: RefCell::default(),
+            deadlines: Rc::default(),
         });
         tokio::task::spawn_local(sweep_pools(Rc::clone(&worker)));
         let tracker = ConnTracker::default();
