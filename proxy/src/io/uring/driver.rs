@@ -378,11 +378,18 @@ impl Driver {
     /// have that entry run on whatever file next takes the number (another connection's
     /// socket). Whoever closes an fd with operations perhaps not yet submitted calls this first.
     pub fn submit_now(&self) {
+        if self.dirty.get() {
+            self.submit_at(Instant::now());
+        }
+    }
+
+    /// [`Self::submit_now`] at `now`, a clock read the caller already made.
+    fn submit_at(&self, now: Instant) {
         if !self.dirty.replace(false) {
             return;
         }
         let submitted = match self.ring.try_borrow() {
-            Ok(ring) => self.enter(&ring).map(drop),
+            Ok(ring) => self.enter(&ring, now).map(drop),
             Err(_) => Err(io::Error::other("ring busy")),
         };
         if let Err(err) = submitted {
@@ -400,7 +407,7 @@ impl Driver {
         if self.load.borrow().light(now)
             || now.saturating_duration_since(self.entered.get()) >= self.lone_after.get()
         {
-            self.submit_now();
+            self.submit_at(now);
             // A send to a socket with room completes within the system call: collected now, its
             // owner's flush is ready without another round (and the ring's fd, empty again,
             // raises no event for the reactor).
@@ -442,8 +449,8 @@ impl Driver {
         load.unparked = Instant::now() + Duration::from_secs(3600);
     }
 
-    fn enter(&self, ring: &IoUring) -> io::Result<usize> {
-        self.entered.set(Instant::now());
+    fn enter(&self, ring: &IoUring, now: Instant) -> io::Result<usize> {
+        self.entered.set(now);
         #[cfg(test)]
         if self.refuse_enters.get() {
             return Err(io::Error::from_raw_os_error(libc::EBUSY));
@@ -459,7 +466,7 @@ impl Driver {
     fn poll_reactor(&self, cx: &mut Context<'_>, fd: &AsyncFd<RingFd>) -> Poll<io::Result<()>> {
         *self.reactor.borrow_mut() = Some(cx.waker().clone());
         if self.dirty.replace(false) {
-            self.enter(&self.ring.borrow())?;
+            self.enter(&self.ring.borrow(), Instant::now())?;
         }
         let mut progressed = false;
         while let Poll::Ready(guard) = fd.poll_read_ready(cx) {
@@ -585,7 +592,7 @@ impl Driver {
                 break;
             }
             // The queue is full: hand it to the kernel now and try again.
-            if let Err(err) = self.enter(&ring) {
+            if let Err(err) = self.enter(&ring, Instant::now()) {
                 drop(ring);
                 self.refuse(entry.get_user_data(), &err);
                 return false;
