@@ -65,6 +65,8 @@ pub struct ConnectionState {
     /// epoll the room is allocated before the read, and a fresh 8 KiB buffer per response is
     /// a jemalloc slab of its own; a smaller response now gets a smaller buffer.
     head_room: usize,
+    /// The names of the last response head, for the next one.
+    names: Names,
     _slot: OpenGuard,
 }
 
@@ -89,6 +91,7 @@ impl Connection {
             buf: BytesMut::new(),
             answered: false,
             head_room: READ_MIN,
+            names: Names::default(),
             _slot: slot,
         }))
     }
@@ -122,7 +125,7 @@ impl ConnectionState {
         loop {
             if !self.buf.is_empty() {
                 let received = self.buf.len();
-                match parse_head(&mut self.buf, head_request, header_room) {
+                match parse_head(&mut self.buf, &mut self.names, head_request, header_room) {
                     Ok(Some(Parsed::Final(head))) => {
                         self.head_room =
                             received.next_power_of_two().clamp(HEAD_ROOM_MIN, READ_MIN);
@@ -514,6 +517,7 @@ enum HeadError {
 /// Parses a response head at the start of `buf`, consuming it when complete.
 fn parse_head(
     buf: &mut BytesMut,
+    names: &mut Names,
     head_request: bool,
     header_room: usize,
 ) -> Result<Option<Parsed>, &'static str> {
@@ -552,9 +556,8 @@ fn parse_head(
     let base = buf.as_ptr() as usize;
     let mut named = Vec::with_capacity(response.headers.len());
     let mut fields = HeadFields::default();
-    for field in response.headers.iter() {
-        let name =
-            HeaderName::from_bytes(field.name.as_bytes()).map_err(|_| "invalid header name")?;
+    for (index, field) in response.headers.iter().enumerate() {
+        let name = names.name(index, field.name.as_bytes())?;
         if fields.note(&name, field.value) {
             let start = field.value.as_ptr() as usize - base;
             named.push((name, start, start + field.value.len()));
@@ -598,6 +601,48 @@ fn parse_head(
         framing,
         keep_alive,
     })))
+}
+
+/// The header names of a connection's last response head, reused for the next head when it
+/// sends the same raw names in the same order, as an upstream's responses mostly do: an exact
+/// byte match skips `HeaderName::from_bytes` (lowercasing and the standard-name lookup, ~100
+/// instructions a field). A name that differs is parsed and replaces the rest of the list.
+/// At most [`Names::MAX`] names of [`Names::MAX_RAW`] bytes in all are kept.
+#[derive(Debug, Default)]
+struct Names {
+    /// The raw names, back to back.
+    raw: Vec<u8>,
+    /// Each name and where its raw bytes end in `raw`.
+    names: Vec<(HeaderName, usize)>,
+}
+
+impl Names {
+    const MAX: usize = 32;
+    const MAX_RAW: usize = 1024;
+
+    /// The name of the head's field at `index`, whose raw bytes are `raw`.
+    fn name(&mut self, index: usize, raw: &[u8]) -> Result<HeaderName, &'static str> {
+        let start = match index.checked_sub(1) {
+            None => 0,
+            Some(before) => self.names.get(before).map_or(usize::MAX, |&(_, end)| end),
+        };
+        if let Some((name, end)) = self.names.get(index)
+            && self.raw.get(start..*end) == Some(raw)
+        {
+            return Ok(name.clone());
+        }
+        let name = HeaderName::from_bytes(raw).map_err(|_| "invalid header name")?;
+        // Kept only when the list so far matched (this field follows the names kept).
+        if self.names.len() >= index && start != usize::MAX {
+            self.names.truncate(index);
+            self.raw.truncate(start);
+            if index < Self::MAX && start + raw.len() <= Self::MAX_RAW {
+                self.raw.extend_from_slice(raw);
+                self.names.push((name.clone(), self.raw.len()));
+            }
+        }
+        Ok(name)
+    }
 }
 
 /// What a response head's fields say about its framing and the connection's reuse, noted as

@@ -337,7 +337,7 @@ async fn a_close_after_an_interim_response_is_not_unanswered() {
 /// The final head parsed from `raw`, which must be complete.
 fn parsed(raw: &[u8], head_request: bool) -> Result<Head, &'static str> {
     let mut buf = BytesMut::from(raw);
-    match parse_head(&mut buf, head_request, 0)? {
+    match parse_head(&mut buf, &mut Names::default(), head_request, 0)? {
         Some(Parsed::Final(head)) => Ok(head),
         _ => panic!("no final head in {raw:?}"),
     }
@@ -348,7 +348,7 @@ fn a_response_map_has_the_room_asked_for_and_no_more_than_its_fields_otherwise()
     let raw = b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\nx-a: 1\r\n\r\n";
     for (room, enough) in [(0, false), (HTTP1_HEADER_ROOM, true)] {
         let mut buf = BytesMut::from(&raw[..]);
-        let Ok(Some(Parsed::Final(head))) = parse_head(&mut buf, false, room) else {
+        let Ok(Some(Parsed::Final(head))) = parse_head(&mut buf, &mut Names::default(), false, room) else {
             panic!("no final head");
         };
         assert_eq!(head.headers.len(), 2);
@@ -451,4 +451,54 @@ async fn the_room_for_a_response_head_follows_the_last_response() {
         assert_eq!(conn.head_room, room, "after {} bytes", answer.len());
         conn.idle();
     }
+}
+
+/// Names of a sequence of heads through one cache: each equal to a fresh parse.
+fn names_of(cache: &mut Names, head: &[&str]) -> Vec<HeaderName> {
+    (head.iter().enumerate())
+        .map(|(index, raw)| {
+            let name = cache.name(index, raw.as_bytes()).expect("valid name");
+            assert_eq!(name, HeaderName::from_bytes(raw.as_bytes()).expect("valid"));
+            name
+        })
+        .collect()
+}
+
+#[test]
+fn a_head_with_the_last_heads_names_reuses_them_and_a_changed_one_is_parsed() {
+    let mut cache = Names::default();
+    let first = names_of(&mut cache, &["Server", "X-Custom-One", "Content-Length", "x-two"]);
+    // A hit hands back the kept name: a custom name shares its bytes with the kept one.
+    let again = names_of(&mut cache, &["Server", "X-Custom-One", "Content-Length", "x-two"]);
+    assert_eq!(first, again);
+    assert_eq!(first[1].as_str().as_ptr(), again[1].as_str().as_ptr(), "reused");
+    assert_eq!(first[3].as_str().as_ptr(), again[3].as_str().as_ptr(), "reused");
+    // Another spelling of the same name, or another order: parsed, and kept for the next head.
+    let changed = names_of(&mut cache, &["Server", "x-custom-one", "x-two", "Content-Length"]);
+    assert_ne!(first[1].as_str().as_ptr(), changed[1].as_str().as_ptr(), "parsed");
+    assert_ne!(first[3].as_str().as_ptr(), changed[2].as_str().as_ptr(), "parsed");
+    let third = names_of(&mut cache, &["Server", "x-custom-one", "x-two", "Content-Length"]);
+    assert_eq!(changed[1].as_str().as_ptr(), third[1].as_str().as_ptr(), "reused");
+    assert_eq!(changed[2].as_str().as_ptr(), third[2].as_str().as_ptr(), "reused");
+    // A shorter head, then a longer one: the names past the change are parsed again.
+    names_of(&mut cache, &["Server"]);
+    names_of(&mut cache, &["Server", "Date", "x-custom-one", "x-two", "x-three"]);
+    assert_eq!(cache.names.len(), 5);
+    let err = cache.name(5, b"bad name");
+    assert_eq!(err, Err("invalid header name"));
+}
+
+#[test]
+fn the_name_cache_keeps_a_bounded_number_of_names_and_bytes() {
+    let mut cache = Names::default();
+    let many: Vec<String> = (0..50).map(|i| format!("x-field-{i}")).collect();
+    let many: Vec<&str> = many.iter().map(String::as_str).collect();
+    names_of(&mut cache, &many);
+    names_of(&mut cache, &many);
+    assert_eq!(cache.names.len(), Names::MAX);
+    let long: Vec<String> = (0..20).map(|i| format!("x-{i}-{}", "n".repeat(100))).collect();
+    let long: Vec<&str> = long.iter().map(String::as_str).collect();
+    names_of(&mut cache, &long);
+    assert!(cache.raw.len() <= Names::MAX_RAW, "{}", cache.raw.len());
+    assert!(cache.names.len() < 20, "{}", cache.names.len());
 }
