@@ -348,7 +348,9 @@ fn a_response_map_has_the_room_asked_for_and_no_more_than_its_fields_otherwise()
     let raw = b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\nx-a: 1\r\n\r\n";
     for (room, enough) in [(0, false), (HTTP1_HEADER_ROOM, true)] {
         let mut buf = BytesMut::from(&raw[..]);
-        let Ok(Some(Parsed::Final(head))) = parse_head(&mut buf, &mut Names::default(), false, room) else {
+        let Ok(Some(Parsed::Final(head))) =
+            parse_head(&mut buf, &mut Names::default(), false, room)
+        else {
             panic!("no final head");
         };
         assert_eq!(head.headers.len(), 2);
@@ -467,22 +469,61 @@ fn names_of(cache: &mut Names, head: &[&str]) -> Vec<HeaderName> {
 #[test]
 fn a_head_with_the_last_heads_names_reuses_them_and_a_changed_one_is_parsed() {
     let mut cache = Names::default();
-    let first = names_of(&mut cache, &["Server", "X-Custom-One", "Content-Length", "x-two"]);
+    let first = names_of(
+        &mut cache,
+        &["Server", "X-Custom-One", "Content-Length", "x-two"],
+    );
     // A hit hands back the kept name: a custom name shares its bytes with the kept one.
-    let again = names_of(&mut cache, &["Server", "X-Custom-One", "Content-Length", "x-two"]);
+    let again = names_of(
+        &mut cache,
+        &["Server", "X-Custom-One", "Content-Length", "x-two"],
+    );
     assert_eq!(first, again);
-    assert_eq!(first[1].as_str().as_ptr(), again[1].as_str().as_ptr(), "reused");
-    assert_eq!(first[3].as_str().as_ptr(), again[3].as_str().as_ptr(), "reused");
+    assert_eq!(
+        first[1].as_str().as_ptr(),
+        again[1].as_str().as_ptr(),
+        "reused"
+    );
+    assert_eq!(
+        first[3].as_str().as_ptr(),
+        again[3].as_str().as_ptr(),
+        "reused"
+    );
     // Another spelling of the same name, or another order: parsed, and kept for the next head.
-    let changed = names_of(&mut cache, &["Server", "x-custom-one", "x-two", "Content-Length"]);
-    assert_ne!(first[1].as_str().as_ptr(), changed[1].as_str().as_ptr(), "parsed");
-    assert_ne!(first[3].as_str().as_ptr(), changed[2].as_str().as_ptr(), "parsed");
-    let third = names_of(&mut cache, &["Server", "x-custom-one", "x-two", "Content-Length"]);
-    assert_eq!(changed[1].as_str().as_ptr(), third[1].as_str().as_ptr(), "reused");
-    assert_eq!(changed[2].as_str().as_ptr(), third[2].as_str().as_ptr(), "reused");
+    let changed = names_of(
+        &mut cache,
+        &["Server", "x-custom-one", "x-two", "Content-Length"],
+    );
+    assert_ne!(
+        first[1].as_str().as_ptr(),
+        changed[1].as_str().as_ptr(),
+        "parsed"
+    );
+    assert_ne!(
+        first[3].as_str().as_ptr(),
+        changed[2].as_str().as_ptr(),
+        "parsed"
+    );
+    let third = names_of(
+        &mut cache,
+        &["Server", "x-custom-one", "x-two", "Content-Length"],
+    );
+    assert_eq!(
+        changed[1].as_str().as_ptr(),
+        third[1].as_str().as_ptr(),
+        "reused"
+    );
+    assert_eq!(
+        changed[2].as_str().as_ptr(),
+        third[2].as_str().as_ptr(),
+        "reused"
+    );
     // A shorter head, then a longer one: the names past the change are parsed again.
     names_of(&mut cache, &["Server"]);
-    names_of(&mut cache, &["Server", "Date", "x-custom-one", "x-two", "x-three"]);
+    names_of(
+        &mut cache,
+        &["Server", "Date", "x-custom-one", "x-two", "x-three"],
+    );
     assert_eq!(cache.names.len(), 5);
     let err = cache.name(5, b"bad name");
     assert_eq!(err, Err("invalid header name"));
@@ -496,7 +537,9 @@ fn the_name_cache_keeps_a_bounded_number_of_names_and_bytes() {
     names_of(&mut cache, &many);
     names_of(&mut cache, &many);
     assert_eq!(cache.names.len(), Names::MAX);
-    let long: Vec<String> = (0..20).map(|i| format!("x-{i}-{}", "n".repeat(100))).collect();
+    let long: Vec<String> = (0..20)
+        .map(|i| format!("x-{i}-{}", "n".repeat(100)))
+        .collect();
     let long: Vec<&str> = long.iter().map(String::as_str).collect();
     names_of(&mut cache, &long);
     assert!(cache.raw.len() <= Names::MAX_RAW, "{}", cache.raw.len());
