@@ -96,6 +96,10 @@ impl Load {
 /// The user data of cancel requests, whose completions are ignored.
 const CANCEL_TAG: u64 = u64::MAX;
 
+/// The pause before the reactor retries a failed round, doubling up to [`RETRY_MAX`].
+const RETRY_MIN: Duration = Duration::from_millis(1);
+const RETRY_MAX: Duration = Duration::from_millis(100);
+
 /// How long dropping a driver waits for the completions of the operations it cancelled.
 const DROP_WAIT: Duration = Duration::from_secs(1);
 
@@ -235,9 +239,9 @@ pub struct Driver {
     /// freed. Empty when the kernel has no provided-buffer rings (before 5.19): sockets then
     /// receive into buffers of their own.
     bufs: Vec<BufRing>,
-    /// Every `io_uring_enter` fails with EBUSY (tests).
+    /// The next this many `io_uring_enter` calls fail with EBUSY (tests).
     #[cfg(test)]
-    refuse_enters: Cell<bool>,
+    refuse_enters: Cell<u32>,
 }
 
 impl std::fmt::Debug for Driver {
@@ -337,7 +341,7 @@ impl Driver {
             recv_multi: Cell::new(recv_multi),
             buffers_held,
             #[cfg(test)]
-            refuse_enters: Cell::new(false),
+            refuse_enters: Cell::new(0),
         }))
     }
 
@@ -355,11 +359,17 @@ impl Driver {
             .map_err(|err| err.into_parts().1)?;
         let driver = Rc::clone(self);
         tokio::task::spawn_local(async move {
+            // A failed round is retried after a pause that doubles while rounds keep failing:
+            // ending the task would leave every operation of the worker waiting forever.
+            let mut pause = RETRY_MIN;
             loop {
-                let result = poll_fn(|cx| driver.poll_reactor(cx, &fd)).await;
-                if let Err(err) = result {
-                    tracing::error!(error = %err, "io_uring reactor failed");
-                    return;
+                match poll_fn(|cx| driver.poll_reactor(cx, &fd)).await {
+                    Ok(()) => pause = RETRY_MIN,
+                    Err(err) => {
+                        tracing::error!(error = %err, retry_in = ?pause, "io_uring reactor round failed");
+                        tokio::time::sleep(pause).await;
+                        pause = (pause * 2).min(RETRY_MAX);
+                    }
                 }
             }
         });
@@ -452,7 +462,8 @@ impl Driver {
     fn enter(&self, ring: &IoUring, now: Instant) -> io::Result<usize> {
         self.entered.set(now);
         #[cfg(test)]
-        if self.refuse_enters.get() {
+        if let Some(left) = self.refuse_enters.get().checked_sub(1) {
+            self.refuse_enters.set(left);
             return Err(io::Error::from_raw_os_error(libc::EBUSY));
         }
         ring.submit()
@@ -463,14 +474,32 @@ impl Driver {
         self.slots.borrow().in_flight
     }
 
+    /// One round of the reactor: submits what was pushed and collects completions. An error
+    /// (the kernel refusing `io_uring_enter`, as with EBUSY while completions overflow) leaves
+    /// the entries queued for the next round, after the completions were collected.
     fn poll_reactor(&self, cx: &mut Context<'_>, fd: &AsyncFd<RingFd>) -> Poll<io::Result<()>> {
-        *self.reactor.borrow_mut() = Some(cx.waker().clone());
-        if self.dirty.replace(false) {
-            self.enter(&self.ring.borrow(), Instant::now())?;
+        {
+            let mut reactor = self.reactor.borrow_mut();
+            if !reactor.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
+                *reactor = Some(cx.waker().clone());
+            }
+        }
+        let mut entered = Ok(());
+        if self.dirty.replace(false)
+            && let Err(err) = self.enter(&self.ring.borrow(), Instant::now())
+        {
+            self.dirty.set(true);
+            entered = Err(err);
         }
         let mut progressed = false;
         while let Poll::Ready(guard) = fd.poll_read_ready(cx) {
-            let mut guard = guard?;
+            let mut guard = match guard {
+                Ok(guard) => guard,
+                Err(err) => {
+                    entered = entered.and(Err(err));
+                    break;
+                }
+            };
             // Clear first, then drain: a completion posted after the drain raises a new edge.
             guard.clear_ready();
             self.drain();
@@ -478,8 +507,8 @@ impl Driver {
         }
         // Completions can also be posted while submitting; drain without waiting for an edge.
         self.drain();
-        if progressed {
-            Poll::Ready(Ok(()))
+        if entered.is_err() || progressed {
+            Poll::Ready(entered)
         } else {
             Poll::Pending
         }
@@ -1210,7 +1239,7 @@ mod tests {
         let nop = |_: &mut Buf| opcode::Nop::new().build();
         // No reactor runs: pushed entries wait in the submission queue, which they fill.
         let queued: Vec<OpId> = (0..8).map(|_| driver.submit(Buf::None, nop)).collect();
-        driver.refuse_enters.set(true);
+        driver.refuse_enters.set(u32::MAX);
         let refused = driver.submit(Buf::None, nop);
         let multi = driver.submit_multi(opcode::Nop::new().build(), Multi::Accept);
         let mut cx = Context::from_waker(Waker::noop());
@@ -1222,7 +1251,7 @@ mod tests {
         let first = driver.poll_multi(multi, &mut cx);
         assert_eq!(first, Poll::Ready(Some((-libc::EBUSY, 0))));
         assert_eq!(driver.poll_multi(multi, &mut cx), Poll::Ready(None));
-        driver.refuse_enters.set(false);
+        driver.refuse_enters.set(0);
         driver.submit_now();
         driver.drain();
         for id in queued {
@@ -1230,5 +1259,29 @@ mod tests {
             assert!(matches!(done, Poll::Ready((0, Buf::None))), "{done:?}");
         }
         assert_eq!(driver.in_flight(), 0);
+    }
+
+    /// A round whose `io_uring_enter` fails does not end the reactor: the entries stay queued
+    /// and go out at a later round, and their operations complete.
+    #[test]
+    fn the_reactor_retries_a_round_the_kernel_refused() {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime");
+        tokio::task::LocalSet::new().block_on(&runtime, async {
+            let driver = Driver::build(8, Arc::new(Gauge::default()), false).expect("ring");
+            driver.start().expect("reactor");
+            driver.refuse_enters.set(3);
+            let id = driver.submit(Buf::None, |_| opcode::Nop::new().build());
+            let done =
+                tokio::time::timeout(Duration::from_secs(5), poll_fn(|cx| driver.poll_op(id, cx)))
+                    .await;
+            assert!(
+                matches!(done, Ok((0, Buf::None))),
+                "the no-op never completed: {done:?}"
+            );
+            assert_eq!(driver.refuse_enters.get(), 0, "every refusal was met");
+        });
     }
 }
