@@ -429,8 +429,9 @@ fn request_host<B>(req: &Request<B>) -> Result<Cow<'_, str>, ProxyError> {
     let raw = match req.uri().authority() {
         Some(authority) => authority.host(),
         None => match req.headers().get(header::HOST) {
-            Some(value) => match simple_host(value.as_bytes()) {
-                Some(host) => host,
+            Some(value) => match simple_host(value) {
+                Some((host, false)) => return Ok(Cow::Borrowed(host)),
+                Some((host, true)) => return Ok(Cow::Owned(host.to_ascii_lowercase())),
                 None => {
                     let value = value.to_str().map_err(|_| ProxyError::BadRequest {
                         reason: "invalid host",
@@ -459,26 +460,45 @@ fn request_host<B>(req: &Request<B>) -> Result<Cow<'_, str>, ProxyError> {
 }
 
 /// The host of a Host value that is a plain name or IPv4 address with an optional port (the
-/// common case), found without parsing an `Authority`; `None` for anything else.
-fn simple_host(value: &[u8]) -> Option<&str> {
-    let (host, port) = match value.iter().rposition(|&b| b == b':') {
-        Some(colon) => (&value[..colon], Some(&value[colon + 1..])),
-        None => (value, None),
-    };
-    let plain = !host.is_empty()
-        && host
-            .iter()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-'));
-    let port_ok = port.is_none_or(|port| {
-        !port.is_empty()
-            && port.iter().all(u8::is_ascii_digit)
-            && std::str::from_utf8(port).is_ok_and(|p| p.parse::<u16>().is_ok())
-    });
-    if plain && port_ok {
-        std::str::from_utf8(host).ok()
-    } else {
-        None
+/// common case), and whether it has uppercase letters, found in one pass without parsing an
+/// `Authority`; `None` for anything else (which takes the full parse).
+fn simple_host(value: &HeaderValue) -> Option<(&str, bool)> {
+    let text = value.to_str().ok()?;
+    let mut upper = false;
+    let mut colon = None;
+    for (at, byte) in text.bytes().enumerate() {
+        match byte {
+            b'a'..=b'z' | b'0'..=b'9' | b'.' | b'-' => {}
+            b'A'..=b'Z' => upper = true,
+            b':' if colon.is_none() => colon = Some(at),
+            _ => return None,
+        }
     }
+    let (host, port) = match colon {
+        Some(colon) => (&text[..colon], Some(&text.as_bytes()[colon + 1..])),
+        None => (text, None),
+    };
+    if host.is_empty() {
+        return None;
+    }
+    if let Some(port) = port {
+        // Digits only, at most 65535 (leading zeros allowed, as the full parse allows them).
+        let mut number = 0u32;
+        for &digit in port {
+            if !digit.is_ascii_digit() {
+                return None;
+            }
+            number = number * 10 + u32::from(digit - b'0');
+            if number > u32::from(u16::MAX) {
+                return None;
+            }
+        }
+        if port.is_empty() {
+            return None;
+        }
+    }
+    // Uppercase letters in the port fail the digit check above: any seen were in the host.
+    Some((host, upper))
 }
 
 fn wants_upgrade<B>(req: &Request<B>) -> bool {
@@ -831,16 +851,43 @@ mod tests {
             "ho st",
             ":80",
             "h_st",
+            "host:0080",
+            "HOST:65535",
+            "host:999999",
+            "a:1:2",
+            "host:8o",
         ] {
-            let fast = simple_host(value.as_bytes());
+            let header = HeaderValue::from_static(value);
+            let fast = simple_host(&header);
             let slow = value.parse::<Authority>().ok();
             // Anything the fast path declines takes the full parse, whatever its outcome.
-            if let Some(host) = fast {
+            if let Some((host, upper)) = fast {
                 assert_eq!(Some(host), slow.as_ref().map(Authority::host), "{value}");
+                assert_eq!(
+                    upper,
+                    host.bytes().any(|b| b.is_ascii_uppercase()),
+                    "{value}"
+                );
             }
         }
-        assert_eq!(simple_host(b"Example.COM:8080"), Some("Example.COM"));
-        assert_eq!(simple_host(b"[::1]:80"), None);
-        assert_eq!(simple_host(b"host:65536"), None);
+        let host = |value| {
+            let header = HeaderValue::from_static(value);
+            simple_host(&header).map(|(host, upper)| (host.to_owned(), upper))
+        };
+        let owned = |host: &str, upper| Some((host.to_owned(), upper));
+        assert_eq!(host("Example.COM:8080"), owned("Example.COM", true));
+        assert_eq!(host("example.com:08080"), owned("example.com", false));
+        assert_eq!(host("127.0.0.1"), owned("127.0.0.1", false));
+        for declined in [
+            "[::1]:80",
+            "host:65536",
+            "host:",
+            ":80",
+            "a:1:2",
+            "host:8o",
+            "h_st",
+        ] {
+            assert_eq!(host(declined), None, "{declined}");
+        }
     }
 }
