@@ -256,15 +256,23 @@ impl Socket {
         }
         let before = buf.len();
         let poll = match &mut self.inner {
-            Inner::Uring(socket) => {
-                let framing = &mut self.framing;
-                socket.poll_read_with(cx, room, |data| {
-                    if let Some((scanner, guard)) = framing.as_mut() {
-                        scanner.scan(data, guard);
+            Inner::Uring(socket) => match socket.try_recv_direct(buf, room) {
+                Some(read) => {
+                    if let Some((scanner, guard)) = self.framing.as_mut() {
+                        scanner.scan(&buf[before..], guard);
                     }
-                    buf.extend_from_slice(data);
-                })
-            }
+                    Poll::Ready(read.map(drop))
+                }
+                None => {
+                    let framing = &mut self.framing;
+                    socket.poll_read_with(cx, room, |data| {
+                        if let Some((scanner, guard)) = framing.as_mut() {
+                            scanner.scan(data, guard);
+                        }
+                        buf.extend_from_slice(data);
+                    })
+                }
+            },
             Inner::Tcp(stream) => {
                 // tokio's `poll_read` (unlike `try_read_buf`) forgets the readiness after a
                 // read that did not fill the buffer, so an idle connection is not read (or

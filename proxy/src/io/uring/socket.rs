@@ -25,6 +25,11 @@ use super::driver::{Buf, Driver, Multi, OpId, SMALL_PROVIDED};
 
 const RECV_BUF: usize = 16 * 1024;
 const SEND_BUF: usize = 64 * 1024;
+/// Writes of at least this many bytes with no send in flight, and reads of a streaming socket
+/// with that much room and no receive in flight, go straight to the kernel first (nonblocking
+/// `sendmsg` / `recv` on the caller's buffers): copying bulk bodies through the ring's buffers
+/// cost more than the system calls save (see [`UringSocket::try_send_direct`]).
+const DIRECT_MIN: usize = 16 * 1024;
 
 /// A connected TCP socket on io_uring.
 #[derive(Debug)]
@@ -51,6 +56,9 @@ pub struct UringSocket {
     write_end: usize,
     /// Bytes written while a send was in flight; they go out next.
     queued: Vec<u8>,
+    /// Writes that went straight to the kernel (tests).
+    #[cfg(test)]
+    direct_sends: std::cell::Cell<usize>,
 }
 
 // SAFETY: a `UringSocket` holds an `Rc<Driver>` and is only ever used on the worker thread that
@@ -78,6 +86,8 @@ impl UringSocket {
             write_at: 0,
             write_end: 0,
             queued: Vec::new(),
+            #[cfg(test)]
+            direct_sends: std::cell::Cell::new(0),
         }
     }
 
@@ -106,6 +116,52 @@ impl UringSocket {
             self.unread_at = 0;
         }
         Poll::Ready(Ok(()))
+    }
+
+    /// On a streaming socket (its last receive filled a small buffer) with no receive in
+    /// flight and nothing unread: a nonblocking `recv` straight into `buf`'s spare capacity, up
+    /// to `room` bytes. `None` when that does not apply or nothing has arrived yet (the ring's
+    /// receive then waits for it). Bulk bodies skip the copy out of a provided buffer and the
+    /// wait for the ring's round (see [`Self::try_send_direct`] for the figures).
+    pub fn try_recv_direct(
+        &mut self,
+        buf: &mut bytes::BytesMut,
+        room: usize,
+    ) -> Option<io::Result<usize>> {
+        if !self.streaming
+            || self.eof
+            || room < DIRECT_MIN
+            || self.recv.is_some()
+            || self.recv_multi.is_some()
+            || !self.unread.is_empty()
+        {
+            return None;
+        }
+        let fd = self.fd.as_ref()?;
+        buf.reserve(room);
+        let spare = buf.spare_capacity_mut();
+        let len = spare.len().min(room);
+        match socket2::SockRef::from(fd).recv_with_flags(&mut spare[..len], libc::MSG_DONTWAIT) {
+            Ok(0) => {
+                self.eof = true;
+                Some(Ok(0))
+            }
+            Ok(n) => {
+                // SAFETY: the receive initialised the first `n` bytes of the spare capacity.
+                unsafe { bytes::BufMut::advance_mut(buf, n) };
+                self.streaming = n >= SMALL_PROVIDED;
+                Some(Ok(n))
+            }
+            Err(err)
+                if matches!(
+                    err.kind(),
+                    io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted
+                ) =>
+            {
+                None
+            }
+            Err(err) => Some(Err(err)),
+        }
     }
 
     /// Waits until data (or the end of the stream) has arrived, without taking it: it stays
@@ -194,6 +250,7 @@ impl UringSocket {
                 // SAFETY: the receive was given the buffer's spare capacity (`start_recv`) and
                 // the kernel wrote `n` bytes at its start, which the completion reports.
                 unsafe { bytes.set_len(n.min(bytes.capacity())) };
+                self.streaming = n >= SMALL_PROVIDED;
                 let given = room.min(bytes.len());
                 if room > 0 {
                     into(&bytes[..given]);
@@ -272,6 +329,12 @@ impl UringSocket {
             Poll::Ready(Ok(())) if !self.queued.is_empty() => self.start_queued(),
             Poll::Ready(Ok(())) | Poll::Pending => {}
         }
+        if self.send.is_none()
+            && self.queued.is_empty()
+            && let Some(sent) = self.try_send_direct(bufs)
+        {
+            return Poll::Ready(sent);
+        }
         if self.send.is_none() {
             let mut buf = std::mem::take(&mut self.write_buf);
             buf.clear();
@@ -287,6 +350,38 @@ impl UringSocket {
             return Poll::Pending;
         }
         Poll::Ready(Ok(gather(&mut self.queued, bufs, room)))
+    }
+
+    /// Sends a large write at once with a nonblocking `sendmsg`, without copying it: `None`
+    /// when the write is small or the socket's buffer is full (the write then takes the ring).
+    /// Called only with nothing in flight or queued, so the bytes keep their order.
+    ///
+    /// With 1 MiB responses io_uring moved ~0.65 of epoll's MiB/s: every 64 KiB chunk was
+    /// copied into the send buffer (and, received, out of a provided buffer) where epoll's
+    /// `writev` reads the writer's buffers.
+    fn try_send_direct(&self, bufs: &[io::IoSlice<'_>]) -> Option<io::Result<usize>> {
+        if bufs.iter().map(|buf| buf.len()).sum::<usize>() < DIRECT_MIN {
+            return None;
+        }
+        let fd = self.fd.as_ref()?;
+        let flags = libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL;
+        match socket2::SockRef::from(fd).send_vectored_with_flags(bufs, flags) {
+            Ok(0) => None,
+            Ok(n) => {
+                #[cfg(test)]
+                self.direct_sends.set(self.direct_sends.get() + 1);
+                Some(Ok(n))
+            }
+            Err(err)
+                if matches!(
+                    err.kind(),
+                    io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted
+                ) =>
+            {
+                None
+            }
+            Err(err) => Some(Err(err)),
+        }
     }
 
     /// Sends what was queued behind the send that just completed.
@@ -559,6 +654,12 @@ mod tests {
     /// heads, then bulk) and reads them through a `UringSocket` in reads of at most `room`
     /// bytes; every byte must arrive, in order.
     fn stream_through(provided: bool, total: usize, room: usize) {
+        stream_through_with(provided, total, room, false);
+    }
+
+    /// Like [`stream_through`]; with `direct`, each read first tries a direct receive into a
+    /// `BytesMut`, as `Socket::poll_read_buf` does, and some must have been taken.
+    fn stream_through_with(provided: bool, total: usize, room: usize, direct: bool) {
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
@@ -585,14 +686,28 @@ mod tests {
             let (server, _) = listener.accept().expect("accept");
             let mut socket = UringSocket::from_fd(Rc::clone(&driver), OwnedFd::from(server));
             let mut got = Vec::with_capacity(total);
+            let mut direct_reads = 0;
             let read_all = async {
                 loop {
                     let before = got.len();
-                    poll_fn(|cx| {
-                        socket.poll_read_with(cx, room, |data| got.extend_from_slice(data))
-                    })
-                    .await
-                    .expect("read");
+                    let mut bytes = bytes::BytesMut::new();
+                    let tried = if direct {
+                        socket.try_recv_direct(&mut bytes, room)
+                    } else {
+                        None
+                    };
+                    match tried {
+                        Some(read) => {
+                            read.expect("direct read");
+                            got.extend_from_slice(&bytes);
+                            direct_reads += 1;
+                        }
+                        None => poll_fn(|cx| {
+                            socket.poll_read_with(cx, room, |data| got.extend_from_slice(data))
+                        })
+                        .await
+                        .expect("read"),
+                    }
                     if got.len() == before {
                         break; // end of stream
                     }
@@ -601,6 +716,11 @@ mod tests {
             tokio::time::timeout(Duration::from_secs(20), read_all)
                 .await
                 .expect("the stream arrives within 20 s");
+            assert_eq!(
+                direct && room >= DIRECT_MIN,
+                direct_reads > 0,
+                "{direct_reads}"
+            );
             all_arrived_and_released(&driver, socket, writer, &got, &expected);
         });
     }
@@ -626,6 +746,75 @@ mod tests {
     fn streams_through_small_and_large_provided_buffers() {
         stream_through(true, 3 * 1024 * 1024 + 17, 100_000);
         stream_through(true, 200_000, 1_000);
+    }
+
+    #[test]
+    fn streams_through_direct_receives() {
+        stream_through_with(true, 3 * 1024 * 1024 + 17, 100_000, true);
+        stream_through_with(false, 3 * 1024 * 1024 + 17, 100_000, true);
+        stream_through_with(true, 200_000, 1_000, true);
+    }
+
+    /// Writes of every size, large ones straight to the kernel while nothing is in flight and
+    /// through the ring otherwise (a slow reader fills the socket's buffer), arrive whole and
+    /// in order.
+    #[test]
+    fn large_and_small_writes_arrive_in_order() {
+        with_driver(|driver, listener| async move {
+            let addr = listener.local_addr().expect("address");
+            let total = 4 * 1024 * 1024 + 5;
+            let expected: Vec<u8> = (0..total).map(|i| (i % 253) as u8).collect();
+            let reader = std::thread::spawn(move || {
+                let mut peer = std::net::TcpStream::connect(addr).expect("connect");
+                let mut got = Vec::new();
+                let mut piece = [0u8; 4096];
+                loop {
+                    match peer.read(&mut piece).expect("read") {
+                        0 => return got,
+                        n => got.extend_from_slice(&piece[..n]),
+                    }
+                }
+            });
+            let (server, _) = listener.accept().expect("accept");
+            let mut socket = UringSocket::from_fd(Rc::clone(&driver), OwnedFd::from(server));
+            let sizes = [1, 300, 20_000, 7, 70_000, 16 * 1024, 200_000, 2_000];
+            let write_all = async {
+                let mut at = 0;
+                for size in sizes.iter().cycle() {
+                    if at == total {
+                        break;
+                    }
+                    let end = (at + size).min(total);
+                    // Two slices, as hyper writes a head and a body.
+                    let middle = at + (end - at) / 2;
+                    let slices = [
+                        io::IoSlice::new(&expected[at..middle]),
+                        io::IoSlice::new(&expected[middle..end]),
+                    ];
+                    let n = poll_fn(|cx| socket.poll_write_vectored(cx, &slices))
+                        .await
+                        .expect("write");
+                    at += n;
+                }
+                poll_fn(|cx| socket.poll_shutdown(cx))
+                    .await
+                    .expect("shutdown");
+            };
+            tokio::time::timeout(Duration::from_secs(20), write_all)
+                .await
+                .expect("written within 20 s");
+            assert!(
+                socket.direct_sends.get() > 0,
+                "no write went straight to the kernel"
+            );
+            let got = tokio::task::spawn_blocking(move || reader.join().expect("reader"))
+                .await
+                .expect("join");
+            assert_eq!(got.len(), expected.len());
+            assert!(got == expected, "bytes differ");
+            drop(socket);
+            assert_eq!(driver.in_flight(), 0);
+        });
     }
 
     #[test]
