@@ -152,15 +152,7 @@ impl UringSocket {
                 self.streaming = n >= SMALL_PROVIDED;
                 Some(Ok(n))
             }
-            Err(err)
-                if matches!(
-                    err.kind(),
-                    io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted
-                ) =>
-            {
-                None
-            }
-            Err(err) => Some(Err(err)),
+            Err(err) => not_ready(err),
         }
     }
 
@@ -372,15 +364,7 @@ impl UringSocket {
                 self.direct_sends.set(self.direct_sends.get() + 1);
                 Some(Ok(n))
             }
-            Err(err)
-                if matches!(
-                    err.kind(),
-                    io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted
-                ) =>
-            {
-                None
-            }
-            Err(err) => Some(Err(err)),
+            Err(err) => not_ready(err),
         }
     }
 
@@ -487,6 +471,15 @@ impl UringSocket {
             return Err(io::Error::from_raw_os_error(-result));
         }
         Ok(Self::from_fd(driver, fd))
+    }
+}
+
+/// A direct system call's error: `None` when the kernel was not ready (the ring then waits),
+/// else the error.
+fn not_ready(err: io::Error) -> Option<io::Result<usize>> {
+    match err.kind() {
+        io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted => None,
+        _ => Some(Err(err)),
     }
 }
 
