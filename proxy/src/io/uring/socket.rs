@@ -800,8 +800,10 @@ mod tests {
                 socket.direct_sends.get() > 0,
                 "no write went straight to the kernel"
             );
-            let got = tokio::task::spawn_blocking(move || reader.join().expect("reader"))
+            let join = tokio::task::spawn_blocking(move || reader.join().expect("reader"));
+            let got = tokio::time::timeout(Duration::from_secs(20), join)
                 .await
+                .expect("the reader reaches the end of the stream within 20 s")
                 .expect("join");
             assert_eq!(got.len(), expected.len());
             assert!(got == expected, "bytes differ");
