@@ -622,18 +622,19 @@ impl Names {
 
     /// The name of the head's field at `index`, whose raw bytes are `raw`.
     fn name(&mut self, index: usize, raw: &[u8]) -> Result<HeaderName, &'static str> {
+        // Where this field's raw name starts in `raw`: known while the names kept so far reach
+        // this position.
         let start = match index.checked_sub(1) {
-            None => 0,
-            Some(before) => self.names.get(before).map_or(usize::MAX, |&(_, end)| end),
+            None => Some(0),
+            Some(before) => self.names.get(before).map(|&(_, end)| end),
         };
-        if let Some((name, end)) = self.names.get(index)
+        if let (Some(start), Some((name, end))) = (start, self.names.get(index))
             && self.raw.get(start..*end) == Some(raw)
         {
             return Ok(name.clone());
         }
         let name = HeaderName::from_bytes(raw).map_err(|_| "invalid header name")?;
-        // Kept only when the list so far matched (this field follows the names kept).
-        if self.names.len() >= index && start != usize::MAX {
+        if let Some(start) = start {
             self.names.truncate(index);
             self.raw.truncate(start);
             if index < Self::MAX && start + raw.len() <= Self::MAX_RAW {
