@@ -149,6 +149,23 @@ pub fn run(start: Start) -> std::io::Result<()> {
         .on_thread_unpark(io::worker_unparked)
         .build()?;
     let local = tokio::task::LocalSet::new();
+    // The worker's own work (its listeners, the commands of reloads, the drain) runs as a task
+    // of the `LocalSet`, and `block_on` only waits for that task: the future `block_on` runs is
+    // polled at every wake-up of the worker (every I/O event), and polling `work`'s `select!`
+    // there cost a lock of the shutdown `watch`, an mpsc check and a random draw each time.
+    local.block_on(&runtime, async move {
+        match tokio::task::spawn_local(work(start)).await {
+            Ok(result) => result,
+            Err(err) => match err.try_into_panic() {
+                Ok(panic) => std::panic::resume_unwind(panic),
+                Err(err) => Err(std::io::Error::other(err)),
+            },
+        }
+    })
+}
+
+/// The worker's work on its thread: see [`run`].
+async fn work(start: Start) -> std::io::Result<()> {
     let Start {
         id,
         shard,
@@ -162,119 +179,117 @@ pub fn run(start: Start) -> std::io::Result<()> {
         drain_timeout,
         started,
     } = start;
-    local.block_on(&runtime, async move {
-        let driver = match backend {
-            Backend::Uring => {
-                let driver = Driver::new(
-                    1024,
-                    Arc::clone(&shard.io_ops_in_flight),
-                    Arc::clone(&shard.io_buffers_held),
-                )?;
-                driver.start()?;
-                Some(driver)
-            }
-            Backend::Epoll => None,
-        };
-        io::set_thread_driver(driver.clone());
-        let worker = Rc::new(Worker {
-            id,
-            views: ViewCache::new(snapshot, Arc::clone(&shard)),
-            rng: RefCell::new(fastrand::Rng::new()),
-            shard,
-            metrics,
-            log,
-            idle_sweeps: RefCell::default(),
-            deadlines: Rc::default(),
+    let driver = match backend {
+        Backend::Uring => {
+            let driver = Driver::new(
+                1024,
+                Arc::clone(&shard.io_ops_in_flight),
+                Arc::clone(&shard.io_buffers_held),
+            )?;
+            driver.start()?;
+            Some(driver)
+        }
+        Backend::Epoll => None,
+    };
+    io::set_thread_driver(driver.clone());
+    let worker = Rc::new(Worker {
+        id,
+        views: ViewCache::new(snapshot, Arc::clone(&shard)),
+        rng: RefCell::new(fastrand::Rng::new()),
+        shard,
+        metrics,
+        log,
+        idle_sweeps: RefCell::default(),
+        deadlines: Rc::default(),
+    });
+    tokio::task::spawn_local(sweep_pools(Rc::clone(&worker)));
+    let tracker = ConnTracker::default();
+    let spawn = |name: String, sockets: Vec<std::net::TcpListener>| {
+        let stop = Rc::new(StopFlag::default());
+        let name: Rc<str> = Rc::from(name);
+        let drain = Rc::new(ListenerDrain {
+            stop: Rc::clone(&stop),
+            timeout: drain_timeout,
+            tracker: tracker.clone(),
         });
-        tokio::task::spawn_local(sweep_pools(Rc::clone(&worker)));
-        let tracker = ConnTracker::default();
-        let spawn = |name: String, sockets: Vec<std::net::TcpListener>| {
-            let stop = Rc::new(StopFlag::default());
-            let name: Rc<str> = Rc::from(name);
-            let drain = Rc::new(ListenerDrain {
-                stop: Rc::clone(&stop),
-                timeout: drain_timeout,
-                tracker: tracker.clone(),
-            });
-            let mut tasks = Vec::with_capacity(sockets.len());
-            for socket in sockets {
-                let acceptor = match &driver {
-                    Some(driver) => Acceptor::Uring(UringListener::new(Rc::clone(driver), socket)),
-                    None => match TcpListener::from_std(socket) {
-                        Ok(listener) => Acceptor::Tokio(listener),
-                        Err(err) => {
-                            // The loops already started end with the listener.
-                            stop.stop();
-                            return Err(err);
-                        }
-                    },
-                };
-                tasks.push(tokio::task::spawn_local(accept_loop(
-                    Rc::clone(&worker),
-                    Rc::clone(&name),
-                    acceptor,
-                    Rc::clone(&drain),
-                )));
-            }
-            Ok::<_, std::io::Error>(Accepting { stop, tasks })
-        };
-        let mut accepting: HashMap<String, Accepting> = HashMap::new();
-        for (name, sockets) in listeners {
-            let loops = spawn(name.clone(), sockets)?;
-            accepting.insert(name, loops);
-        }
-        let _ = started.send(());
-        loop {
-            tokio::select! {
-                // A dropped sender also means shut down.
-                _ = shutdown.wait_for(|stop| *stop) => break,
-                command = commands.recv() => match command {
-                    Some(Command::Add { name, sockets }) => {
-                        tracing::info!(worker = id, listener = %name, "listener added");
-                        match spawn(name.clone(), sockets) {
-                            Ok(loops) => {
-                                if let Some(old) = accepting.insert(name, loops) {
-                                    tokio::task::spawn_local(old.stop());
-                                }
-                            }
-                            Err(err) => {
-                                tracing::error!(worker = id, listener = %name, error = %err, "listener could not start");
-                            }
-                        }
+        let mut tasks = Vec::with_capacity(sockets.len());
+        for socket in sockets {
+            let acceptor = match &driver {
+                Some(driver) => Acceptor::Uring(UringListener::new(Rc::clone(driver), socket)),
+                None => match TcpListener::from_std(socket) {
+                    Ok(listener) => Acceptor::Tokio(listener),
+                    Err(err) => {
+                        // The loops already started end with the listener.
+                        stop.stop();
+                        return Err(err);
                     }
-                    Some(Command::Remove { name, done }) => {
-                        tracing::info!(worker = id, listener = %name, "listener removed; draining");
-                        let old = accepting.remove(&name);
-                        tokio::task::spawn_local(async move {
-                            if let Some(old) = old {
-                                old.stop().await;
-                            }
-                            let _ = done.send(());
-                        });
-                    }
-                    None => break,
                 },
-            }
+            };
+            tasks.push(tokio::task::spawn_local(accept_loop(
+                Rc::clone(&worker),
+                Rc::clone(&name),
+                acceptor,
+                Rc::clone(&drain),
+            )));
         }
-        for (_, loops) in accepting.drain() {
-            loops.stop().await;
+        Ok::<_, std::io::Error>(Accepting { stop, tasks })
+    };
+    let mut accepting: HashMap<String, Accepting> = HashMap::new();
+    for (name, sockets) in listeners {
+        let loops = spawn(name.clone(), sockets)?;
+        accepting.insert(name, loops);
+    }
+    let _ = started.send(());
+    loop {
+        tokio::select! {
+            // A dropped sender also means shut down.
+            _ = shutdown.wait_for(|stop| *stop) => break,
+            command = commands.recv() => match command {
+                Some(Command::Add { name, sockets }) => {
+                    tracing::info!(worker = id, listener = %name, "listener added");
+                    match spawn(name.clone(), sockets) {
+                        Ok(loops) => {
+                            if let Some(old) = accepting.insert(name, loops) {
+                                tokio::task::spawn_local(old.stop());
+                            }
+                        }
+                        Err(err) => {
+                            tracing::error!(worker = id, listener = %name, error = %err, "listener could not start");
+                        }
+                    }
+                }
+                Some(Command::Remove { name, done }) => {
+                    tracing::info!(worker = id, listener = %name, "listener removed; draining");
+                    let old = accepting.remove(&name);
+                    tokio::task::spawn_local(async move {
+                        if let Some(old) = old {
+                            old.stop().await;
+                        }
+                        let _ = done.send(());
+                    });
+                }
+                None => break,
+            },
         }
-        tracing::debug!(worker = id, open = tracker.open(), "draining connections");
-        // Connections close themselves within the drain timeout; the margin covers a response
-        // being written when the deadline hits.
-        if tokio::time::timeout(drain_timeout + Duration::from_secs(1), tracker.drained())
-            .await
-            .is_err()
-        {
-            tracing::warn!(
-                worker = id,
-                open = tracker.open(),
-                "drain deadline passed; closing"
-            );
-        }
-        io::set_thread_driver(None);
-        Ok(())
-    })
+    }
+    for (_, loops) in accepting.drain() {
+        loops.stop().await;
+    }
+    tracing::debug!(worker = id, open = tracker.open(), "draining connections");
+    // Connections close themselves within the drain timeout; the margin covers a response
+    // being written when the deadline hits.
+    if tokio::time::timeout(drain_timeout + Duration::from_secs(1), tracker.drained())
+        .await
+        .is_err()
+    {
+        tracing::warn!(
+            worker = id,
+            open = tracker.open(),
+            "drain deadline passed; closing"
+        );
+    }
+    io::set_thread_driver(None);
+    Ok(())
 }
 
 /// Every [`SWEEP_PERIOD`], closes the worker's idle upstream connections that expired, that the
