@@ -427,6 +427,12 @@ impl Driver {
         false
     }
 
+    /// Whether the worker is lightly loaded now: a send would be submitted on its own at once
+    /// (see [`Self::submit_lone`]), so a socket may as well send with a system call of its own.
+    pub fn light(&self) -> bool {
+        self.load.borrow().light(Instant::now())
+    }
+
     /// The worker's runtime is about to park its thread (tokio's `on_thread_park`).
     pub fn parking(&self) {
         self.load.borrow_mut().parking(Instant::now());
@@ -439,6 +445,14 @@ impl Driver {
     /// rather than after another wait that would only report the ring's fd to the reactor.
     pub fn unparked(&self) {
         self.load.borrow_mut().unparked(Instant::now());
+        self.collect_posted();
+    }
+
+    /// Collects the completions already posted, if any. A system call runs the kernel's
+    /// pending task work as it returns, which posts the completions of receives whose data
+    /// arrived meanwhile: collected now, their tasks run in this round instead of after the
+    /// ring's fd is reported by another wait.
+    pub fn collect_posted(&self) {
         let posted = self
             .ring
             .try_borrow_mut()
