@@ -63,19 +63,14 @@ pub struct Elapsed;
 impl Deadlines {
     /// Runs `fut` until `deadline`, when it is dropped and [`Elapsed`] returned. `None`: no
     /// deadline (a timeout too large to add to the clock).
-    pub fn within<F: Future>(
-        self: &Rc<Self>,
-        deadline: Option<Instant>,
-        fut: F,
-    ) -> impl Future<Output = Result<F::Output, Elapsed>> {
-        let mut timed = Timed {
-            deadlines: Rc::clone(self),
-            deadline,
-            key: None,
-        };
-        async move {
-            let mut fut = pin!(fut);
-            poll_fn(|cx| timed.poll(fut.as_mut(), cx)).await
+    pub fn within<F: Future>(self: &Rc<Self>, deadline: Option<Instant>, fut: F) -> Within<F> {
+        Within {
+            timed: Timed {
+                deadlines: Rc::clone(self),
+                deadline,
+                key: None,
+            },
+            fut,
         }
     }
 
@@ -207,10 +202,32 @@ impl Deadlines {
 }
 
 /// An exchange's hold on its deadline: taken when it first waits, given back when it ends.
+#[derive(Debug)]
 struct Timed {
     deadlines: Rc<Deadlines>,
     deadline: Option<Instant>,
     key: Option<Key>,
+}
+
+pin_project_lite::pin_project! {
+    /// A future run until a deadline: see [`Deadlines::within`]. A struct rather than an
+    /// `async` block, which kept the future twice in its state (once captured, once pinned):
+    /// the upstream exchange it wraps is the largest part of every request's state.
+    #[derive(Debug)]
+    pub struct Within<F> {
+        timed: Timed,
+        #[pin]
+        fut: F,
+    }
+}
+
+impl<F: Future> Future for Within<F> {
+    type Output = Result<F::Output, Elapsed>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        this.timed.poll(this.fut, cx)
+    }
 }
 
 impl Timed {
@@ -250,6 +267,25 @@ mod tests {
     use std::time::Duration;
 
     use super::*;
+
+    /// The wrapper adds its own few fields to the future it runs, not a second copy of it (the
+    /// request's upstream exchange is the largest part of every request's state).
+    #[test]
+    fn a_timed_future_holds_its_future_once() {
+        let deadlines = Rc::new(Deadlines::default());
+        let inner = async {
+            let held = [1_u8; 1024];
+            std::future::ready(()).await;
+            held.iter().map(|&b| usize::from(b)).sum::<usize>()
+        };
+        let inner_size = size_of_val(&inner);
+        let timed = deadlines.within(None, inner);
+        assert!(
+            size_of_val(&timed) <= inner_size + 64,
+            "{} bytes around a future of {inner_size}",
+            size_of_val(&timed)
+        );
+    }
 
     /// Runs `f` on a paused-clock runtime with a `LocalSet`, for an hour of its clock at most
     /// (a deadline never reported would otherwise hang the test).
