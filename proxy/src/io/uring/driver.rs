@@ -430,7 +430,9 @@ impl Driver {
     /// Whether the worker is lightly loaded now: a send would be submitted on its own at once
     /// (see [`Self::submit_lone`]), so a socket may as well send with a system call of its own.
     pub fn light(&self) -> bool {
-        self.load.borrow().light(Instant::now())
+        let load = self.load.borrow();
+        // A busy worker asks at every send: no clock read for it.
+        !load.heavy && load.light(Instant::now())
     }
 
     /// The worker's runtime is about to park its thread (tokio's `on_thread_park`).
