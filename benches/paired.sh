@@ -11,7 +11,7 @@
 # machine CPU time per request still moves by 5-10 % between runs, more than a change worth
 # making. Here the two sides of SIDES run *together*: both on CPU 1 with one worker each
 # (`uring`, `epoll`: `strait run --workers 1 --io ...`, from $STRAIT or from the path after a
-# colon; `nginx`: benches/lib/nginx.sh), each under its own `oha -q RATE -c CONNECTIONS
+# colon; `nginx`: benches/lib/nginx.sh; see benches/lib/sides.sh), each under its own `oha -q RATE -c CONNECTIONS
 # --latency-correction` for DURATION seconds (CPU 0, with the origin of benches/lib/origin.sh)
 # after a 2-second warm-up, so that whatever else the machine does hits both alike. Each
 # pair reports CPU time per request (the sum of the processes' threads' run time from
@@ -40,31 +40,8 @@ command -v nginx >/dev/null || {
   apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nginx-light >/dev/null
 }
 command -v oha >/dev/null || cargo install oha --locked -q
-source benches/lib/origin.sh
-source benches/lib/strait.sh
-source benches/lib/nginx.sh
+source benches/lib/sides.sh
 start_origin 0
-
-# Starts side $1 (index $2) on CPU 1 listening on port $3; $! is its pid.
-start() {
-  local side=$1 io bin
-  case $side in
-    nginx)
-      nginx_proxy_config "$work/nginx-$2" "$3"
-      taskset -c 1 nginx -c "$work/nginx-$2/nginx.conf" -p "$work/nginx-$2" 2>"$work/nginx-$2.log" &
-      ;;
-    uring | epoll | uring:* | epoll:*)
-      io=${side%%:*}
-      bin=$STRAIT
-      [[ $side == *:* ]] && bin=${side#*:}
-      [[ -x $bin ]] || { echo "paired: no Strait binary at $bin" >&2; exit 2; }
-      strait_config "$work/strait-$2.yaml" "$3"
-      taskset -c 1 "$bin" run --config "$work/strait-$2.yaml" --workers 1 --io "$io" --no-watch \
-        --admin 127.0.0.1:0 2>"$work/strait-$2.log" &
-      ;;
-    *) echo "paired: unknown side $side (nginx, uring, epoll, uring:PATH, epoll:PATH)" >&2; exit 2 ;;
-  esac
-}
 
 # Nanoseconds every thread of process $1 has run.
 run_ns() {
@@ -82,7 +59,7 @@ for pair in $(seq "$PAIRS"); do
   ports=() pids=()
   for i in 0 1; do
     ports[i]=$(free_port)
-    start "${sides[i]}" "$i" "${ports[i]}"
+    start_side "${sides[i]}" "${ports[i]}"
     pids[i]=$!
   done
   for port in "${ports[@]}"; do

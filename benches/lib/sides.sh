@@ -1,24 +1,30 @@
-# Sourced by backends.sh and latency.sh: one side of a paired run, started in the background on
-# CPU 1 with one worker. Sources the origin, Strait and NGINX helpers it uses.
+# Sourced by backends.sh, latency.sh and paired.sh: one side of a paired run, started in the
+# background on CPU 1 with one worker. Sources the origin, Strait and NGINX helpers it uses.
 #
-#   start_side SIDE PORT [h2]    # SIDE: uring | epoll (Strait, $STRAIT) | nginx; $! is its pid
+#   start_side SIDE PORT [h2]    # $! is its pid
 #
-# With `h2`, NGINX listens with HTTP/2 prior knowledge (Strait serves both on one port).
+# SIDE: `uring` | `epoll` (Strait with that `--io`, the binary $STRAIT), `uring:PATH` |
+# `epoll:PATH` (the Strait binary at PATH), or `nginx`. Its files are named after PORT, so that
+# two sides can run at once. With `h2`, NGINX listens with HTTP/2 prior knowledge (Strait
+# serves both on one port).
 source benches/lib/origin.sh
 source benches/lib/strait.sh
 source benches/lib/nginx.sh
 
 start_side() {
+  local io=${1%%:*} bin=$STRAIT
+  [[ $1 == *:* ]] && bin=${1#*:}
   case $1 in
-    uring | epoll)
-      strait_config "$work/strait.yaml" "$2"
-      taskset -c 1 "$STRAIT" run --config "$work/strait.yaml" --workers 1 --io "$1" --no-watch \
-        --admin 127.0.0.1:0 2>"$work/strait.log" &
+    uring | epoll | uring:* | epoll:*)
+      [[ -x $bin ]] || { echo "no Strait binary at $bin" >&2; exit 2; }
+      strait_config "$work/strait-$2.yaml" "$2"
+      taskset -c 1 "$bin" run --config "$work/strait-$2.yaml" --workers 1 --io "$io" --no-watch \
+        --admin 127.0.0.1:0 2>"$work/strait-$2.log" &
       ;;
     nginx)
-      nginx_proxy_config "$work/nginx" "$2" ${3:-}
-      taskset -c 1 nginx -c "$work/nginx/nginx.conf" -p "$work/nginx" 2>"$work/nginx.log" &
+      nginx_proxy_config "$work/nginx-$2" "$2" ${3:-}
+      taskset -c 1 nginx -c "$work/nginx-$2/nginx.conf" -p "$work/nginx-$2" 2>"$work/nginx-$2.log" &
       ;;
-    *) echo "unknown side $1 (uring, epoll, nginx)" >&2; exit 2 ;;
+    *) echo "unknown side $1 (uring, epoll, uring:PATH, epoll:PATH, nginx)" >&2; exit 2 ;;
   esac
 }
