@@ -163,21 +163,33 @@ pub fn new_request_id(rng: &mut fastrand::Rng) -> HeaderValue {
     let mut bytes = rng.u128(..).to_be_bytes();
     bytes[6] = (bytes[6] & 0x0f) | 0x40;
     bytes[8] = (bytes[8] & 0x3f) | 0x80;
-    let mut text = [0u8; 36];
-    let mut at = 0;
-    for (i, byte) in bytes.iter().enumerate() {
-        if matches!(i, 4 | 6 | 8 | 10) {
-            text[at] = b'-';
-            at += 1;
-        }
-        text[at] = HEX[usize::from(byte >> 4)];
-        text[at + 1] = HEX[usize::from(byte & 0x0f)];
-        at += 2;
-    }
+    let mut text = [b'-'; 36];
+    write_hex(&mut text[0..8], &bytes[0..4]);
+    write_hex(&mut text[9..13], &bytes[4..6]);
+    write_hex(&mut text[14..18], &bytes[6..8]);
+    write_hex(&mut text[19..23], &bytes[8..10]);
+    write_hex(&mut text[24..36], &bytes[10..16]);
     HeaderValue::from_bytes(&text).unwrap_or_else(|_| HeaderValue::from_static("invalid"))
 }
 
-const HEX: &[u8; 16] = b"0123456789abcdef";
+/// Each byte's two lowercase hex digits: one load per byte instead of two nibble lookups.
+const HEX_PAIRS: [[u8; 2]; 256] = {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let mut pairs = [[0; 2]; 256];
+    let mut byte = 0;
+    while byte < 256 {
+        pairs[byte] = [HEX[byte >> 4], HEX[byte & 0x0f]];
+        byte += 1;
+    }
+    pairs
+};
+
+/// Writes `bytes` as lowercase hex into `out`, which is twice as long.
+pub fn write_hex(out: &mut [u8], bytes: &[u8]) {
+    for (pair, &byte) in out.chunks_exact_mut(2).zip(bytes) {
+        pair.copy_from_slice(&HEX_PAIRS[usize::from(byte)]);
+    }
+}
 
 /// Applies a route's header changes: remove, then set, then add.
 pub fn apply_changes(headers: &mut HeaderMap, changes: &HeaderChanges) {
@@ -292,5 +304,31 @@ mod tests {
         assert_eq!(text.len(), 36);
         assert_eq!(&text[14..15], "4", "version nibble in {text}");
         assert_eq!(h["x-request-id"], id);
+    }
+
+    /// The id is the UUID v4 text of the rng's next u128 (version and variant bits set), as
+    /// `format!` writes it.
+    #[test]
+    fn request_ids_are_uuid_text() {
+        for seed in 0..64 {
+            let mut rng = fastrand::Rng::with_seed(seed);
+            let value = rng.clone().u128(..);
+            let value = (value & !(0xf << 76) | (0x4 << 76)) & !(0x3 << 62) | (0x2 << 62);
+            let hex = format!("{value:032x}");
+            let expected = format!(
+                "{}-{}-{}-{}-{}",
+                &hex[0..8],
+                &hex[8..12],
+                &hex[12..16],
+                &hex[16..20],
+                &hex[20..32]
+            );
+            assert_eq!(new_request_id(&mut rng), expected.as_str());
+        }
+        let mut out = [0; 512];
+        let bytes: Vec<u8> = (0..=255).collect();
+        write_hex(&mut out, &bytes);
+        let expected: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+        assert_eq!(std::str::from_utf8(&out), Ok(expected.as_str()));
     }
 }

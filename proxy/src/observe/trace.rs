@@ -12,6 +12,8 @@
 use http::HeaderValue;
 use http::header::HeaderName;
 
+use crate::headers::write_hex;
+
 /// The `traceparent` request header.
 pub const TRACEPARENT: HeaderName = HeaderName::from_static("traceparent");
 /// The `tracestate` request header, forwarded untouched.
@@ -19,7 +21,6 @@ pub const TRACESTATE: HeaderName = HeaderName::from_static("tracestate");
 
 /// Length of a version-00 `traceparent`: `00-` + 32 + `-` + 16 + `-` + 2.
 const LEN: usize = 55;
-const HEX: &[u8; 16] = b"0123456789abcdef";
 
 /// One position in a distributed trace, as carried by `traceparent`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -127,14 +128,6 @@ pub fn trace_id_hex(context: &TraceContext) -> [u8; 32] {
     let mut hex = [0; 32];
     write_hex(&mut hex, &context.trace_id);
     hex
-}
-
-/// Writes `bytes` as lowercase hex into `out`, which is twice as long.
-fn write_hex(out: &mut [u8], bytes: &[u8]) {
-    for (pair, byte) in out.chunks_exact_mut(2).zip(bytes) {
-        pair[0] = HEX[usize::from(byte >> 4)];
-        pair[1] = HEX[usize::from(byte & 0x0f)];
-    }
 }
 
 /// Two lowercase hex digits as a byte; uppercase digits are invalid in `traceparent`.
