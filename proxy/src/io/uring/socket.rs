@@ -28,7 +28,8 @@ const SEND_BUF: usize = 64 * 1024;
 /// Writes of at least this many bytes with no send in flight, and reads of a streaming socket
 /// with that much room and no receive in flight, go straight to the kernel first (nonblocking
 /// `sendmsg` / `recv` on the caller's buffers): copying bulk bodies through the ring's buffers
-/// cost more than the system calls save (see [`UringSocket::try_send_direct`]).
+/// cost more than the system calls save (see [`UringSocket::try_send_direct`], which also sends
+/// smaller writes directly while the worker is lightly loaded).
 const DIRECT_MIN: usize = 16 * 1024;
 
 /// A connected TCP socket on io_uring.
@@ -779,6 +780,9 @@ mod tests {
             });
             let (server, _) = listener.accept().expect("accept");
             let mut socket = UringSocket::from_fd(Rc::clone(&driver), OwnedFd::from(server));
+            // A busy worker, submitting at once: small writes take the ring (a light one
+            // would send them directly too).
+            driver.set_lone_after(Duration::ZERO, true);
             // The first write is large and meets an empty socket: it goes straight to the
             // kernel whatever the reader's pace; later ones meet sends in flight too.
             let sizes = [20_000, 1, 300, 7, 70_000, 16 * 1024, 200_000, 2_000];
@@ -963,6 +967,48 @@ mod tests {
                 peer.read_exact(&mut got).expect("read");
                 assert_eq!(&got, b"hello");
             }
+        });
+    }
+
+    /// A light worker's direct send collects the completions the kernel posted meanwhile (as
+    /// a lone submission does): a receive whose data arrived is ready without a reactor round.
+    #[test]
+    fn a_direct_send_collects_completions_posted_meanwhile() {
+        with_driver(|driver, listener| async move {
+            driver.set_lone_after(Duration::from_secs(3600), false);
+            let addr = listener.local_addr().expect("address");
+            let mut cx = Context::from_waker(std::task::Waker::noop());
+            let mut peer_a = std::net::TcpStream::connect(addr).expect("connect");
+            let mut a = UringSocket::from_fd(
+                Rc::clone(&driver),
+                OwnedFd::from(listener.accept().expect("accept").0),
+            );
+            let mut peer_b = std::net::TcpStream::connect(addr).expect("connect");
+            let mut b = UringSocket::from_fd(
+                Rc::clone(&driver),
+                OwnedFd::from(listener.accept().expect("accept").0),
+            );
+            let mut got = Vec::new();
+            let waiting = a.poll_read_with(&mut cx, 64, |data| got.extend_from_slice(data));
+            assert!(waiting.is_pending(), "{waiting:?}");
+            driver.submit_now();
+            // The kernel completes A's receive as this system call returns (its task work).
+            peer_a.write_all(b"ping").expect("write");
+            let written = b.poll_write(&mut cx, b"pong");
+            assert!(matches!(written, Poll::Ready(Ok(4))), "{written:?}");
+            assert_eq!(b.direct_sends.get(), 1);
+            let read = a.poll_read_with(&mut cx, 64, |data| got.extend_from_slice(data));
+            assert!(
+                matches!(read, Poll::Ready(Ok(()))),
+                "the receive's completion was not collected: {read:?}"
+            );
+            assert_eq!(got, b"ping");
+            peer_b
+                .set_read_timeout(Some(Duration::from_secs(10)))
+                .expect("timeout");
+            let mut pong = [0_u8; 4];
+            peer_b.read_exact(&mut pong).expect("read");
+            assert_eq!(&pong, b"pong");
         });
     }
 
