@@ -12,17 +12,20 @@ use std::task::{Context, Poll};
 
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
-use hyper::body::Incoming;
 
 use tokio::time::Instant;
 
-use crate::downstream::BusyGuard;
+use crate::downstream::{BusyGuard, h1 as server};
 use crate::forward::Downstream;
 use crate::observe::LogRecord;
 use crate::upstream::{EndpointPool, InFlight, h1};
 
 /// A response body's error: hyper's, or one from an HTTP/1.1 upstream.
 pub type BodyError = Box<dyn std::error::Error + Send + Sync>;
+
+/// The body of a downstream request, as its connection reads it: from hyper's HTTP/2 server
+/// (`Left`) or from an HTTP/1.1 connection (`Right`).
+pub type Incoming = http_body_util::Either<hyper::body::Incoming, server::Body>;
 
 /// The body of a request on its way upstream.
 #[derive(Debug, Default)]
@@ -56,12 +59,12 @@ impl RequestBody {
 
 impl Body for RequestBody {
     type Data = Bytes;
-    type Error = hyper::Error;
+    type Error = BodyError;
 
     fn poll_frame(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+    ) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
         if let Some(frame) = self.first.take() {
             return Poll::Ready(Some(Ok(frame)));
         }
@@ -170,7 +173,7 @@ enum Kind {
 #[derive(Debug)]
 pub enum UpstreamBody {
     /// From hyper's client: HTTP/2, or an HTTP/1.1 upgrade.
-    Hyper(Incoming),
+    Hyper(hyper::body::Incoming),
     /// From an HTTP/1.1 connection of the pool.
     H1(h1::Body),
 }

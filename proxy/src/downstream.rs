@@ -1,17 +1,18 @@
 //! Serving one downstream connection: HTTP/1.1 and h2c on one port, with the listener's limits.
 //!
-//! hyper parses and enforces the protocol limits: a request head over `max_header_bytes` or
-//! with more than `max_headers` fields gets 431, a malformed head 400 and a closed connection.
-//! HTTP/2 gets explicit stream, header-list and reset-flood limits. The worker's idle sweep
+//! HTTP/1.1 is served by [`h1`], which enforces the head limits: a request head over
+//! `max_header_bytes` or with more than `max_headers` fields gets 431, a malformed head 400 and
+//! a closed connection. HTTP/2 is hyper's, with explicit stream, header-list and reset-flood
+//! limits. The worker's idle sweep
 //! ([`IdleSweep`]) closes an HTTP/1.1 connection whose request head did not arrive within
 //! `header_read_timeout` (counted from the previous response on a kept-alive connection), and
 //! gracefully any connection that moves no byte for `idle_timeout`, as is every connection of a
 //! listener that drains (a reload removed it, or the process shuts down or hands over to a new
 //! binary).
 //!
-//! Idle HTTP/1.1 connections are *parked*: once quiet for [`PARK_AFTER`], hyper's connection
-//! state (read and write buffers, parser, timers) is dropped and only the socket waits for the
-//! next request, so that an idle keep-alive connection costs about 2 KiB instead of ~20.
+//! Idle HTTP/1.1 connections are *parked*: once quiet for [`PARK_AFTER`], the connection's
+//! future, read buffer and name cache are dropped and only the socket waits for the next
+//! request, so that an idle keep-alive connection costs about 2 KiB.
 
 use std::cell::{Cell, RefCell};
 use std::future::poll_fn;
@@ -23,29 +24,28 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use hyper::rt::{Read, ReadBuf};
-use hyper::server::conn::{http1, http2};
+use hyper::server::conn::http2;
 use hyper::service::service_fn;
 use hyper_util::rt::TokioTimer;
 use strait_config::Limits;
 use tokio::sync::Notify;
 use tokio::time::Instant;
 
+pub mod h1;
 mod idle;
 
 pub use idle::IdleSweep;
 
 use self::idle::{Check, HeadWait};
+use crate::body::Incoming;
 use crate::forward::{self, Downstream};
 use crate::io::{Activity, Socket};
 use crate::metrics::ListenerStats;
 use crate::worker::LocalExec;
 
-/// hyper's smallest allowed read buffer.
-const MIN_BUF: usize = 8 * 1024;
-
 /// How long an HTTP/1.1 connection must stay quiet (no request in flight, no byte moved, its
-/// reader waiting) before it is parked: its hyper state and buffers are dropped and only the
-/// socket stays, waiting for the next request. Between 1× and 2× this in practice (it is
+/// reader waiting) before it is parked: its state and buffers are dropped and only the socket
+/// stays, waiting for the next request. Between 1× and 2× this in practice (it is
 /// checked by the worker's [`IdleSweep`] of this period).
 pub const PARK_AFTER: Duration = Duration::from_millis(250);
 
@@ -55,21 +55,19 @@ const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 /// The connection builders for a listener's limits: HTTP/1.1 and h2c on one port.
 #[derive(Debug)]
 pub struct Builder {
-    h1: http1::Builder,
+    h1: h1::HeadLimits,
     h2: http2::Builder<LocalExec>,
-    /// hyper's bound on the wait for a request head, which a parked connection keeps.
+    /// The bound on the wait for a request head, which a parked connection keeps.
     header_read_timeout: Duration,
 }
 
 /// The connection builders for a listener's limits.
 pub fn builder(limits: &Limits) -> Builder {
-    let mut h1 = http1::Builder::new();
-    // The header read timeout is the worker's idle sweep's (hyper's armed a timer per request).
-    h1.keep_alive(true)
-        .half_close(false)
-        .header_read_timeout(None)
-        .max_buf_size(limits.max_header_bytes.max(MIN_BUF))
-        .max_headers(limits.max_headers);
+    // The header read timeout is the worker's idle sweep's.
+    let h1 = h1::HeadLimits {
+        max_bytes: limits.max_header_bytes,
+        max_fields: limits.max_headers,
+    };
     let mut h2 = http2::Builder::new(LocalExec);
     h2.timer(TokioTimer::new())
         .max_concurrent_streams(limits.http2_max_concurrent_streams)
@@ -99,10 +97,9 @@ pub struct ListenerDrain {
 
 /// Serves a connection until it ends, is idle for `idle_timeout`, or its listener drains.
 ///
-/// An HTTP/1.1 connection that stays quiet for [`PARK_AFTER`] is parked: hyper's connection
-/// (its read and write buffers, parser state and timers) is dropped and the socket waits alone
-/// for the next request, for which a new hyper connection is built. Bytes hyper had read and
-/// not parsed go back to the socket, so nothing is lost.
+/// An HTTP/1.1 connection that stays quiet for [`PARK_AFTER`] is parked: its future, read
+/// buffer and name cache are dropped and the socket waits alone for the next request. Part of
+/// a head read before the park is kept, so nothing is lost.
 ///
 /// Draining: HTTP/2 gets GOAWAY (in-flight streams finish); an HTTP/1.1 connection answers its
 /// next response with `Connection: close`, or is closed once quiet for [`PARK_AFTER`] (a
@@ -119,19 +116,18 @@ pub async fn serve(
     conn.stats.connections_active.inc();
     let _active = ActiveConnection(Arc::clone(&conn.stats));
     let activity = Activity::default();
-    let mut socket = socket
-        .with_activity(activity.clone())
-        .with_framing_guard(Arc::clone(&conn.framing));
+    let mut socket = socket.with_activity(activity.clone());
     let shutdown = Rc::clone(&conn.drain.stop);
     let drain_timeout = conn.drain.timeout;
     let state = Rc::clone(&conn);
     let busy = Busy::default();
     let service = {
         let busy = busy.clone();
-        service_fn(move |req| {
+        let conn = Rc::clone(&conn);
+        service_fn(move |req: http::Request<hyper::body::Incoming>| {
             // Not wrapped in an `async` block: the block would keep the request a second time
             // in the state of every request's task.
-            forward::handle(Rc::clone(&conn), req, busy.enter())
+            forward::handle(Rc::clone(&conn), req.map(Incoming::Left), busy.enter())
         })
     };
     // When bytes last moved, as the sweep knows it (kept across parks).
@@ -219,18 +215,14 @@ pub async fn serve(
         }
     }
 
-    // When a request head was partly received before a park: hyper's header read timeout
-    // restarts with each new hyper connection, so a parked connection enforces it from here
-    // (a client dribbling a head cannot outlive the timeout by pausing).
+    // When a request head was partly received before a park: the header read timeout then
+    // counts from its start, not from the unpark (a client dribbling a head cannot outlive the
+    // timeout by pausing).
     let mut head_since: Option<Instant> = None;
+    drop(service);
+    let connection = h1::Connection::new(socket, conn, busy.clone(), builder.h1);
     loop {
-        let mut connection = Box::new(
-            builder
-                .h1
-                .serve_connection(socket, service.clone())
-                .with_upgrades(),
-        );
-        let mut closing = false;
+        let mut running = Box::pin(connection.run());
         // The wait for a head counts from the last response (or the connection's start), as
         // while parked.
         let head = HeadWait::new(
@@ -242,7 +234,7 @@ pub async fn serve(
         loop {
             tokio::select! {
                 biased;
-                result = &mut *connection => {
+                result = running.as_mut() => {
                     if let Err(err) = result {
                         tracing::debug!(error = %err, "downstream connection ended with an error");
                     }
@@ -258,15 +250,9 @@ pub async fn serve(
                     tracing::debug!("drain deadline passed; closing the connection");
                     return;
                 }
-                check = idle.check(), if !closing => match check {
-                    Check::TimedOut => {
-                        closing = true;
-                        Pin::new(&mut *connection).graceful_shutdown();
-                    }
-                    Check::Quiet if draining => {
-                        closing = true;
-                        Pin::new(&mut *connection).graceful_shutdown();
-                    }
+                check = idle.check() => match check {
+                    Check::TimedOut => connection.close_when_idle(),
+                    Check::Quiet if draining => connection.close_when_idle(),
                     Check::Quiet if busy.idle() && activity.is_waiting_for_peer() => break,
                     Check::Quiet => {}
                     Check::HeadTimeout => {
@@ -276,29 +262,22 @@ pub async fn serve(
                 },
             }
         }
-        // Parked: only the socket is left, and the sweep no longer watches it.
+        // Parked: only the socket (and part of a head, if one came) is left, and the sweep no
+        // longer watches it. Dropped while it waits for a head, the future loses nothing.
         last_active = idle.last_active();
         drop(idle);
-        // Only the socket is kept: the rest of the parts (the service, and `read_buf`, a view
-        // that keeps hyper's whole read buffer alive) is dropped here, not when the loop turns.
-        let Some(http1::Parts { io, read_buf, .. }) = (*connection).into_parts() else {
-            return; // upgraded; the tunnel owns the stream now
-        };
-        socket = io;
-        head_since = if read_buf.is_empty() {
-            None
-        } else {
-            // hyper's timer started around the last byte moved (the end of the previous
-            // response, or the start of this head).
+        drop(running);
+        head_since = if connection.park() {
+            // The wait started around the last byte moved (the end of the previous response,
+            // or the start of this head).
             Some(head_since.unwrap_or(last_active))
+        } else {
+            None
         };
-        socket.unread(Bytes::copy_from_slice(&read_buf));
-        drop(read_buf);
-        socket.release_buffers();
         let head_deadline = head_since.unwrap_or(last_active) + builder.header_read_timeout;
         tokio::select! {
             biased;
-            ready = poll_fn(|cx| socket.poll_read_ready(cx)) => {
+            ready = poll_fn(|cx| connection.poll_read_ready(cx)) => {
                 if let Err(err) = ready {
                     tracing::debug!(error = %err, "parked downstream connection failed");
                     return;
@@ -306,11 +285,11 @@ pub async fn serve(
             }
             // A parked connection is quiet: a draining listener closes it.
             () = shutdown.stopped() => return,
-            // hyper bounds the wait for the next request head by its header read timeout, which
+            // The wait for the next request head is bounded by the header read timeout, which
             // started when the last response went out; a parked connection keeps that bound.
             () = tokio::time::sleep_until((last_active + idle_timeout).min(head_deadline)) => return,
         }
-        // Bytes arrived: the next hyper connection starts active.
+        // Bytes arrived: the connection starts active.
         last_active = Instant::now();
     }
 }

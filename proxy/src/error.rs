@@ -87,8 +87,17 @@ pub enum ProxyError {
     /// The downstream request body was malformed or ended early before anything was sent.
     #[error("request body could not be read")]
     BadRequestBody {
-        /// The HTTP error.
-        source: hyper::Error,
+        /// What was wrong with it.
+        source: crate::body::BodyError,
+    },
+    /// An HTTP/1.x request head that is malformed or over the listener's limits: answered by
+    /// the connection itself, which then closes.
+    #[error("bad request head: {reason}")]
+    BadRequestHead {
+        /// 400, 431 (over `max_header_bytes` or `max_headers`) or 505 (not HTTP/1.x).
+        status: StatusCode,
+        /// What is wrong with it.
+        reason: &'static str,
     },
     /// The method is not proxied (CONNECT: Strait is not a forward proxy).
     #[error("method {method} is not supported")]
@@ -141,6 +150,7 @@ impl ProxyError {
             | Self::UpstreamInvalid { .. }
             | Self::UpstreamTimeout { .. } => Fault::Upstream,
             Self::BadRequestBody { .. }
+            | Self::BadRequestHead { .. }
             | Self::BadRequest { .. }
             | Self::MethodNotAllowed { .. } => Fault::Downstream,
         }
@@ -159,6 +169,7 @@ impl ProxyError {
             Self::NoRoute { .. }
             | Self::NoReadyEndpoints { .. }
             | Self::BadRequestBody { .. }
+            | Self::BadRequestHead { .. }
             | Self::BadRequest { .. }
             | Self::MethodNotAllowed { .. } => Retry::Never,
         }
@@ -179,6 +190,7 @@ impl ProxyError {
                 StatusCode::GATEWAY_TIMEOUT
             }
             Self::BadRequestBody { .. } | Self::BadRequest { .. } => StatusCode::BAD_REQUEST,
+            Self::BadRequestHead { status, .. } => *status,
             Self::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
         }
     }
@@ -197,6 +209,11 @@ impl ProxyError {
             Self::UpstreamTimeout { .. } => "upstream_timeout",
             Self::BadRequestBody { .. } => "bad_request_body",
             Self::BadRequest { .. } => "bad_request",
+            Self::BadRequestHead { status, .. } => match *status {
+                StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE => "request_head_too_large",
+                StatusCode::HTTP_VERSION_NOT_SUPPORTED => "http_version_not_supported",
+                _ => "bad_request",
+            },
             Self::MethodNotAllowed { .. } => "method_not_allowed",
         }
     }

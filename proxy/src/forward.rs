@@ -4,7 +4,7 @@
 //! `x-strait-error` header naming the cause and a one-line body.
 
 use std::borrow::Cow;
-use std::cell::Cell;
+use std::cell::{Cell, RefCell};
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::rc::Rc;
@@ -17,18 +17,16 @@ use http::uri::{Authority, PathAndQuery, Scheme, Uri};
 use http::{Request, Response, StatusCode, Version};
 use http_body::Body;
 use http_body_util::BodyExt;
-use hyper::body::Incoming;
 use hyper::upgrade::OnUpgrade;
 use hyper_util::rt::TokioIo;
 use strait_config::{Action, HashKey, PathMatch, Redirect, Route, UpstreamProtocol};
 use tokio::time::Instant;
 
 use crate::balance;
-use crate::body::{Completion, Release, RequestBody, ResponseBody, UpstreamBody};
+use crate::body::{Completion, Incoming, Release, RequestBody, ResponseBody, UpstreamBody};
 use crate::deadline::{Deadlines, Elapsed};
-use crate::downstream::{BusyGuard, ListenerDrain};
+use crate::downstream::{BusyGuard, ListenerDrain, h1 as server};
 use crate::error::{ERROR_HEADER, Fault, ProxyError};
-use crate::framing::FramingGuard;
 use crate::headers;
 use crate::metrics::{ListenerStats, status_class};
 use crate::observe::{LogRecord, TraceContext, trace};
@@ -50,10 +48,9 @@ pub struct Downstream {
     pub peer: SocketAddr,
     /// The client's IP address as a header value, for `X-Forwarded-For`.
     pub client_ip: HeaderValue,
-    /// Flags HTTP/1.1 heads with both Content-Length and Transfer-Encoding.
-    pub framing: Arc<FramingGuard>,
-    /// HTTP/1.x requests received so far on this connection.
-    pub requests: Cell<u64>,
+    /// The socket of the HTTP/1.1 request in flight that asks for an upgrade, once its `101`
+    /// is written.
+    pub upgrade: RefCell<Option<server::Upgrade>>,
     /// The listener's metrics on this worker.
     pub stats: Arc<ListenerStats>,
     /// How the listener's connections drain.
@@ -229,16 +226,6 @@ fn forward<'a>(
     exchange: &'a mut Exchange,
 ) -> impl Future<Output = Result<Response<ResponseBody>, ProxyError>> + 'a {
     async move {
-        if req.version() != Version::HTTP_2 {
-            let index = conn.requests.get() + 1;
-            conn.requests.set(index);
-            if conn.framing.is_ambiguous(index) {
-                // RFC 9112 §6.1; hyper already closes the connection after this response.
-                return Err(ProxyError::BadRequest {
-                    reason: "both content-length and transfer-encoding",
-                });
-            }
-        }
         if req.method() == http::Method::CONNECT {
             return Err(ProxyError::MethodNotAllowed {
                 method: http::Method::CONNECT,
@@ -343,7 +330,7 @@ fn forward<'a>(
         let downstream_version = req.version();
         let upgrade = downstream_version == Version::HTTP_11 && wants_upgrade(&req);
         let on_upgrade = if upgrade {
-            req.extensions_mut().remove::<OnUpgrade>()
+            conn.upgrade.borrow_mut().take()
         } else {
             None
         };
@@ -397,7 +384,6 @@ fn forward<'a>(
         if switching {
             match (on_upgrade, response.extensions_mut().remove::<OnUpgrade>()) {
                 (Some(downstream), Some(upstream)) => {
-                    conn.framing.stop();
                     tokio::task::spawn_local(tunnel(downstream, upstream, Rc::clone(&conn.drain)));
                 }
                 _ => {
@@ -668,7 +654,7 @@ fn send_h1<'a>(
             Err(_) => return Err(limit.elapsed(addr)),
             Ok(Ok(response)) => return Ok(response),
             Ok(Err(h1::Failure::Unanswered(outgoing, _))) if reused => {
-                return Box::pin(resend_h1(endpoint, outgoing, limit)).await;
+                return Box::pin(resend_h1(endpoint, *outgoing, limit)).await;
             }
             Ok(Err(failure)) => failure,
         };
@@ -715,7 +701,7 @@ async fn send_upgrade(
     endpoint: &EndpointPool,
     req: Request<RequestBody>,
     limit: &Limit<'_>,
-) -> Result<Response<Incoming>, ProxyError> {
+) -> Result<Response<hyper::body::Incoming>, ProxyError> {
     let mut sender = endpoint.connect_upgrade().await?;
     within(limit, endpoint.addr(), sender.send_request(req)).await
 }
@@ -747,8 +733,8 @@ impl Limit<'_> {
 fn within<'a>(
     limit: &'a Limit<'a>,
     addr: SocketAddr,
-    response: impl Future<Output = Result<Response<Incoming>, hyper::Error>> + 'a,
-) -> impl Future<Output = Result<Response<Incoming>, ProxyError>> + 'a {
+    response: impl Future<Output = Result<Response<hyper::body::Incoming>, hyper::Error>> + 'a,
+) -> impl Future<Output = Result<Response<hyper::body::Incoming>, ProxyError>> + 'a {
     let response = limit.run(response);
     async move {
         match response.await {
@@ -764,7 +750,7 @@ fn within<'a>(
 /// Copies bytes both ways between an upgraded downstream and upstream connection. It counts
 /// as an open connection of its worker, and is closed at the drain deadline once its listener
 /// drains.
-async fn tunnel(downstream: OnUpgrade, upstream: OnUpgrade, drain: Rc<ListenerDrain>) {
+async fn tunnel(downstream: server::Upgrade, upstream: OnUpgrade, drain: Rc<ListenerDrain>) {
     let _tracked = drain.tracker.track();
     let copy = copy_tunnel(downstream, upstream);
     tokio::pin!(copy);
@@ -777,10 +763,14 @@ async fn tunnel(downstream: OnUpgrade, upstream: OnUpgrade, drain: Rc<ListenerDr
     }
 }
 
-async fn copy_tunnel(downstream: OnUpgrade, upstream: OnUpgrade) {
-    let (downstream, upstream) = match tokio::try_join!(downstream, upstream) {
-        Ok(pair) => pair,
-        Err(err) => {
+async fn copy_tunnel(downstream: server::Upgrade, upstream: OnUpgrade) {
+    let (downstream, upstream) = match tokio::join!(downstream.socket(), upstream) {
+        (Some(downstream), Ok(upstream)) => (downstream, upstream),
+        (None, _) => {
+            tracing::debug!("the downstream connection closed before its upgrade");
+            return;
+        }
+        (_, Err(err)) => {
             tracing::debug!(error = %err, "upgrade failed");
             return;
         }

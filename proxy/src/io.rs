@@ -23,7 +23,6 @@ use tokio::io::{AsyncRead, ReadBuf};
 use tokio::net::TcpStream;
 
 use crate::error::ProxyError;
-use crate::framing::{FramingGuard, FramingScanner};
 
 pub mod uring;
 
@@ -32,7 +31,6 @@ pub mod uring;
 pub struct Socket {
     inner: Inner,
     activity: Option<Activity>,
-    framing: Option<(FramingScanner, Arc<FramingGuard>)>,
     /// Bytes read already and given back (by protocol detection, or by an HTTP/1.1 connection
     /// parked while idle), returned by the next reads before anything new.
     unread: Bytes,
@@ -142,7 +140,6 @@ impl Socket {
         Self {
             inner: Inner::Tcp(TokioIo::new(stream)),
             activity: None,
-            framing: None,
             unread: Bytes::new(),
         }
     }
@@ -152,15 +149,8 @@ impl Socket {
         Self {
             inner: Inner::Uring(socket),
             activity: None,
-            framing: None,
             unread: Bytes::new(),
         }
-    }
-
-    /// Follows HTTP/1 request framing of the bytes read, reporting to `guard`.
-    pub fn with_framing_guard(mut self, guard: Arc<FramingGuard>) -> Self {
-        self.framing = Some((FramingScanner::default(), guard));
-        self
     }
 
     /// Counts progress into `activity`.
@@ -193,8 +183,7 @@ impl Socket {
         }
     }
 
-    /// Gives back `bytes` read earlier: the next reads return them first. They are not scanned
-    /// for framing again.
+    /// Gives back `bytes` read earlier: the next reads return them first.
     pub fn unread(&mut self, bytes: Bytes) {
         if bytes.is_empty() {
             return;
@@ -257,21 +246,8 @@ impl Socket {
         let before = buf.len();
         let poll = match &mut self.inner {
             Inner::Uring(socket) => match socket.try_recv_direct(buf, room) {
-                Some(read) => {
-                    if let Some((scanner, guard)) = self.framing.as_mut() {
-                        scanner.scan(&buf[before..], guard);
-                    }
-                    Poll::Ready(read.map(drop))
-                }
-                None => {
-                    let framing = &mut self.framing;
-                    socket.poll_read_with(cx, room, |data| {
-                        if let Some((scanner, guard)) = framing.as_mut() {
-                            scanner.scan(data, guard);
-                        }
-                        buf.extend_from_slice(data);
-                    })
-                }
+                Some(read) => Poll::Ready(read.map(drop)),
+                None => socket.poll_read_with(cx, room, |data| buf.extend_from_slice(data)),
             },
             Inner::Tcp(stream) => {
                 // tokio's `poll_read` (unlike `try_read_buf`) forgets the readiness after a
@@ -283,9 +259,6 @@ impl Socket {
                 if let Poll::Ready(Ok(())) = poll {
                     // SAFETY: the read initialised the first `n` bytes of the spare capacity.
                     unsafe { buf.advance_mut(n) };
-                    if let Some((scanner, guard)) = self.framing.as_mut() {
-                        scanner.scan(&buf[before..], guard);
-                    }
                 }
                 poll
             }
@@ -346,33 +319,9 @@ impl Read for Socket {
         let poll = match &mut this.inner {
             Inner::Uring(socket) => {
                 let room = buf.remaining();
-                let framing = &mut this.framing;
-                socket.poll_read_with(cx, room, |data| {
-                    if let Some((scanner, guard)) = framing.as_mut() {
-                        scanner.scan(data, guard);
-                    }
-                    buf.put_slice(data);
-                })
+                socket.poll_read_with(cx, room, |data| buf.put_slice(data))
             }
-            Inner::Tcp(stream) => match this.framing.as_mut() {
-                None => Pin::new(stream).poll_read(cx, buf),
-                Some((scanner, guard)) => {
-                    // The bytes must be seen as they land in hyper's buffer, which
-                    // `ReadBufCursor` only exposes as uninitialised memory.
-                    // SAFETY: `as_mut` hands out the cursor's unfilled tail. `ReadBuf::uninit`
-                    // never de-initialises memory, and the read only writes initialised bytes.
-                    let mut read_buf = ReadBuf::uninit(unsafe { buf.as_mut() });
-                    let poll = Pin::new(stream.inner_mut()).poll_read(cx, &mut read_buf);
-                    let filled = read_buf.filled().len();
-                    if let Poll::Ready(Ok(())) = poll {
-                        scanner.scan(read_buf.filled(), guard);
-                        // SAFETY: the read initialised exactly `filled` bytes at the start of
-                        // the tail.
-                        unsafe { buf.advance(filled) };
-                    }
-                    poll
-                }
-            },
+            Inner::Tcp(stream) => Pin::new(stream).poll_read(cx, buf),
         };
         if poll.is_ready() {
             this.touch();

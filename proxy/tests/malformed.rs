@@ -67,6 +67,12 @@ fn cases() -> Vec<Case> {
             "GET/ HTTP/1.1 x\r\nHost: a\r\n\r\n",
             400,
         ),
+        case("not http/1.x", "GET / HTTP/2.0\r\nHost: a\r\n\r\n", 505),
+        case(
+            "transfer-encoding in http/1.0",
+            "POST / HTTP/1.0\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+            400,
+        ),
         case(
             "connect method",
             "CONNECT a:443 HTTP/1.1\r\nHost: a:443\r\nConnection: close\r\n\r\n",

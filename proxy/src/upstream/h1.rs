@@ -15,31 +15,28 @@
 //! responses are skipped. A connection is pooled again only when both messages ended cleanly
 //! and the upstream keeps it alive.
 
-use std::collections::VecDeque;
 use std::future::poll_fn;
 use std::io::{self, Write as _};
 use std::pin::Pin;
 use std::task::{Context, Poll, ready};
 
 use bytes::{Buf, Bytes, BytesMut};
-use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::header::{self, HeaderMap, HeaderValue};
 use http::{Method, Request, Response, StatusCode, Version};
 use http_body::{Body as _, Frame, SizeHint};
 
 use super::OpenGuard;
-use crate::body::RequestBody;
-use crate::headers::KEEP_ALIVE;
+use crate::body::{BodyError, RequestBody};
+use crate::http1::{
+    self, BodyFraming, Chunk, Framing, HeadFields, Names, READ_MIN, WriteError, Writer,
+    parse_length, push_field,
+};
 use crate::io::Socket;
 
 /// The longest response head accepted (the buffer hyper's client was given).
 const MAX_HEAD: usize = 1024 * 1024;
 /// The most fields in a response head or trailer section (hyper's client default).
 const MAX_HEADERS: usize = 100;
-/// The longest chunk-size line (size and extensions).
-const MAX_CHUNK_LINE: usize = 4096;
-/// Spare room made for one read, at least and at most.
-const READ_MIN: usize = 8 * 1024;
-const READ_MAX: usize = 64 * 1024;
 /// The least room made for a response's first read (see `ConnectionState::head_room`).
 const HEAD_ROOM_MIN: usize = 1024;
 /// The fields a response's header map makes room for when its downstream is HTTP/1.1 (see
@@ -110,22 +107,24 @@ impl ConnectionState {
         self.answered = false;
     }
 
-    fn poll_read(&mut self, cx: &mut Context<'_>, want: usize) -> Poll<io::Result<usize>> {
-        let max = want.clamp(READ_MIN, READ_MAX);
-        self.socket.poll_read_buf(cx, &mut self.buf, READ_MIN, max)
-    }
-
     /// Reads until a final response head has arrived; interim (1xx) heads are dropped.
     fn poll_head(
         &mut self,
         cx: &mut Context<'_>,
         head_request: bool,
         header_room: usize,
+        spare: &mut Option<HeaderMap>,
     ) -> Poll<Result<Head, HeadError>> {
         loop {
             if !self.buf.is_empty() {
                 let received = self.buf.len();
-                match parse_head(&mut self.buf, &mut self.names, head_request, header_room) {
+                match parse_head(
+                    &mut self.buf,
+                    &mut self.names,
+                    head_request,
+                    header_room,
+                    spare,
+                ) {
                     Ok(Some(Parsed::Final(head))) => {
                         self.head_room =
                             received.next_power_of_two().clamp(HEAD_ROOM_MIN, READ_MIN);
@@ -168,6 +167,8 @@ pub struct Outgoing {
     head_request: bool,
     idempotent: bool,
     header_room: usize,
+    /// The request's header map, emptied, for the response's fields.
+    spare: Option<HeaderMap>,
 }
 
 /// Why an exchange failed.
@@ -176,24 +177,13 @@ pub enum Failure {
     /// The connection ended before any byte of a response, and the request can go again as it
     /// is (an idempotent request without a body: RFC 9110 §9.2.2): typically a pooled
     /// connection the upstream closed while idle.
-    Unanswered(Outgoing, io::Error),
+    Unanswered(Box<Outgoing>, io::Error),
     /// The connection failed or closed before a complete response head.
     Closed(io::Error),
     /// The upstream's response head is not valid HTTP/1.1.
     Invalid(&'static str),
     /// The downstream request body failed while it was being sent.
-    RequestBody(hyper::Error),
-}
-
-/// How a request body is delimited on the wire.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Framing {
-    /// No body.
-    Empty,
-    /// Content-Length: this many bytes are still to go.
-    Length(u64),
-    /// Transfer-Encoding: chunked.
-    Chunked,
+    RequestBody(BodyError),
 }
 
 impl Outgoing {
@@ -246,7 +236,8 @@ impl Outgoing {
             {
                 head.extend_from_slice(b"content-length: 0\r\n");
             }
-            Framing::Empty => {}
+            // Requests always have a length or chunks.
+            Framing::Empty | Framing::Close => {}
         }
         head.extend_from_slice(b"\r\n");
         Self {
@@ -256,13 +247,14 @@ impl Outgoing {
             head_request: parts.method == Method::HEAD,
             idempotent: parts.method.is_idempotent(),
             header_room: 0,
+            spare: spare_map(parts.headers),
         }
     }
 
     /// Makes the response's header map room for at least `fields` fields. An HTTP/1.1
-    /// downstream wants it: hyper's server parses the connection's next request head into the
-    /// map of the response it wrote, and the fields the proxy adds to that request (forwarding,
-    /// request id, trace context) then fit without a grow and rehash.
+    /// downstream wants it: its connection parses the next request head into the map of the
+    /// response it wrote, and the fields the proxy adds to that request (forwarding, request
+    /// id, trace context) then fit without a grow and rehash.
     pub fn with_header_room(mut self, fields: usize) -> Self {
         self.header_room = fields;
         self
@@ -281,6 +273,7 @@ impl Outgoing {
             head_request,
             idempotent,
             header_room,
+            mut spare,
         } = self;
         let replay = (idempotent && framing == Framing::Empty).then(|| head.clone());
         let mut writer = Some(Writer::new(head, body, framing));
@@ -301,19 +294,20 @@ impl Outgoing {
                     Poll::Pending => {}
                 }
             }
-            conn.poll_head(cx, head_request, header_room)
+            conn.poll_head(cx, head_request, header_room, &mut spare)
                 .map_err(|err| match err {
                     HeadError::Invalid(reason) => Failure::Invalid(reason),
                     HeadError::Closed { source, silent } => match &replay {
                         Some(head) if silent => Failure::Unanswered(
-                            Self {
+                            Box::new(Self {
                                 head: head.clone(),
                                 body: RequestBody::default(),
                                 framing,
                                 head_request,
                                 idempotent,
                                 header_room,
-                            },
+                                spare: None,
+                            }),
                             source,
                         ),
                         _ => Failure::Closed(source),
@@ -335,13 +329,6 @@ impl Outgoing {
     }
 }
 
-fn push_field(head: &mut Vec<u8>, name: &str, value: &HeaderValue) {
-    head.extend_from_slice(name.as_bytes());
-    head.extend_from_slice(b": ");
-    head.extend_from_slice(value.as_bytes());
-    head.extend_from_slice(b"\r\n");
-}
-
 /// The Content-Length of a message with exactly one valid one.
 fn single_length(headers: &HeaderMap) -> Option<u64> {
     let mut values = headers.get_all(header::CONTENT_LENGTH).iter();
@@ -350,141 +337,6 @@ fn single_length(headers: &HeaderMap) -> Option<u64> {
         return None;
     }
     parse_length(value.as_bytes())
-}
-
-fn parse_length(value: &[u8]) -> Option<u64> {
-    if value.is_empty() || value.len() > 19 || !value.iter().all(u8::is_ascii_digit) {
-        return None;
-    }
-    std::str::from_utf8(value).ok()?.parse().ok()
-}
-
-/// The request on its way: queued bytes, then the rest of the body.
-#[derive(Debug)]
-struct Writer {
-    queue: VecDeque<Bytes>,
-    /// `None` once the body's end is queued.
-    body: Option<RequestBody>,
-    framing: Framing,
-}
-
-#[derive(Debug)]
-enum WriteError {
-    Io(io::Error),
-    Body(hyper::Error),
-}
-
-impl Writer {
-    fn new(head: Bytes, body: RequestBody, framing: Framing) -> Self {
-        let mut queue = VecDeque::with_capacity(4);
-        queue.push_back(head);
-        Self {
-            queue,
-            body: (framing != Framing::Empty).then_some(body),
-            framing,
-        }
-    }
-
-    /// Ready once the whole request has been handed to the kernel.
-    fn poll(&mut self, socket: &mut Socket, cx: &mut Context<'_>) -> Poll<Result<(), WriteError>> {
-        loop {
-            while !self.queue.is_empty() {
-                let mut slices = [io::IoSlice::new(&[]); 4];
-                let count = self.queue.len().min(slices.len());
-                for (slice, bytes) in slices.iter_mut().zip(&self.queue) {
-                    *slice = io::IoSlice::new(bytes);
-                }
-                let written = ready!(hyper::rt::Write::poll_write_vectored(
-                    Pin::new(&mut *socket),
-                    cx,
-                    &slices[..count]
-                ))
-                .map_err(WriteError::Io)?;
-                if written == 0 {
-                    return Poll::Ready(Err(WriteError::Io(io::ErrorKind::WriteZero.into())));
-                }
-                self.consume(written);
-            }
-            let Some(body) = self.body.as_mut() else {
-                return hyper::rt::Write::poll_flush(Pin::new(socket), cx).map_err(WriteError::Io);
-            };
-            let frame = match Pin::new(body).poll_frame(cx) {
-                Poll::Pending => {
-                    // What was written so far goes out while the body waits.
-                    ready!(hyper::rt::Write::poll_flush(Pin::new(socket), cx))
-                        .map_err(WriteError::Io)?;
-                    return Poll::Pending;
-                }
-                Poll::Ready(Some(Err(err))) => return Poll::Ready(Err(WriteError::Body(err))),
-                Poll::Ready(Some(Ok(frame))) => frame,
-                Poll::Ready(None) => {
-                    self.body = None;
-                    match self.framing {
-                        Framing::Chunked => self.queue.push_back(Bytes::from_static(b"0\r\n\r\n")),
-                        Framing::Length(0) | Framing::Empty => {}
-                        Framing::Length(_) => return Poll::Ready(Err(length_mismatch())),
-                    }
-                    continue;
-                }
-            };
-            match frame.into_data() {
-                Ok(data) if data.is_empty() => {}
-                Ok(data) => match &mut self.framing {
-                    Framing::Length(left) => {
-                        let len = data.len() as u64;
-                        if len > *left {
-                            return Poll::Ready(Err(length_mismatch()));
-                        }
-                        *left -= len;
-                        self.queue.push_back(data);
-                    }
-                    Framing::Chunked => {
-                        self.queue
-                            .push_back(Bytes::from(format!("{:x}\r\n", data.len())));
-                        self.queue.push_back(data);
-                        self.queue.push_back(Bytes::from_static(b"\r\n"));
-                    }
-                    Framing::Empty => return Poll::Ready(Err(length_mismatch())),
-                },
-                Err(frame) => {
-                    // Trailers end the body; only chunked framing can carry them.
-                    if let (Ok(trailers), Framing::Chunked) = (frame.into_trailers(), self.framing)
-                    {
-                        let mut last = b"0\r\n".to_vec();
-                        for (name, value) in &trailers {
-                            push_field(&mut last, name.as_str(), value);
-                        }
-                        last.extend_from_slice(b"\r\n");
-                        self.queue.push_back(last.into());
-                        self.body = None;
-                    }
-                }
-            }
-        }
-    }
-
-    fn consume(&mut self, mut n: usize) {
-        while n > 0 {
-            let Some(front) = self.queue.front_mut() else {
-                return;
-            };
-            if n < front.len() {
-                front.advance(n);
-                return;
-            }
-            n -= front.len();
-            self.queue.pop_front();
-        }
-    }
-}
-
-/// A request body whose length differs from the one announced: the upstream connection cannot
-/// carry anything after it.
-fn length_mismatch() -> WriteError {
-    WriteError::Io(io::Error::new(
-        io::ErrorKind::InvalidInput,
-        "request body length differs from its content-length",
-    ))
 }
 
 /// A final response head, and how its body is delimited.
@@ -514,12 +366,24 @@ enum HeadError {
     Invalid(&'static str),
 }
 
+/// The largest header map kept for reuse.
+const SPARE_FIELDS: usize = 64;
+
+/// `headers`, emptied for reuse, unless it is unusually large.
+pub fn spare_map(mut headers: HeaderMap) -> Option<HeaderMap> {
+    (headers.capacity() <= SPARE_FIELDS).then(|| {
+        headers.clear();
+        headers
+    })
+}
+
 /// Parses a response head at the start of `buf`, consuming it when complete.
 fn parse_head(
     buf: &mut BytesMut,
     names: &mut Names,
     head_request: bool,
     header_room: usize,
+    spare: &mut Option<HeaderMap>,
 ) -> Result<Option<Parsed>, &'static str> {
     // Not initialised: httparse writes the fields it finds (zeroing 3 KiB per response showed
     // in the profiles).
@@ -564,7 +428,14 @@ fn parse_head(
         }
     }
     let head = buf.split_to(len).freeze();
-    let mut headers = HeaderMap::with_capacity(named.len().max(header_room));
+    let room = named.len().max(header_room);
+    let mut headers = match spare.take() {
+        Some(mut headers) => {
+            headers.reserve(room);
+            headers
+        }
+        None => HeaderMap::with_capacity(room),
+    };
     for (name, start, end) in named {
         let value = HeaderValue::from_maybe_shared(head.slice(start..end))
             .map_err(|_| "invalid header value")?;
@@ -603,135 +474,12 @@ fn parse_head(
     })))
 }
 
-/// The header names of a connection's last response head, reused for the next head when it
-/// sends the same raw names in the same order, as an upstream's responses mostly do: an exact
-/// byte match skips `HeaderName::from_bytes` (lowercasing and the standard-name lookup, ~100
-/// instructions a field). A name that differs is parsed and replaces the rest of the list.
-/// At most [`Names::MAX`] names of [`Names::MAX_RAW`] bytes in all are kept.
-#[derive(Debug, Default)]
-struct Names {
-    /// The raw names, back to back.
-    raw: Vec<u8>,
-    /// Each name and where its raw bytes end in `raw`.
-    names: Vec<(HeaderName, usize)>,
-}
-
-impl Names {
-    const MAX: usize = 32;
-    const MAX_RAW: usize = 1024;
-
-    /// The name of the head's field at `index`, whose raw bytes are `raw`.
-    fn name(&mut self, index: usize, raw: &[u8]) -> Result<HeaderName, &'static str> {
-        // Where this field's raw name starts in `raw`: known while the names kept so far reach
-        // this position.
-        let start = match index.checked_sub(1) {
-            None => Some(0),
-            Some(before) => self.names.get(before).map(|&(_, end)| end),
-        };
-        if let (Some(start), Some((name, end))) = (start, self.names.get(index))
-            && self.raw.get(start..*end) == Some(raw)
-        {
-            return Ok(name.clone());
-        }
-        let name = HeaderName::from_bytes(raw).map_err(|_| "invalid header name")?;
-        if let Some(start) = start {
-            self.names.truncate(index);
-            self.raw.truncate(start);
-            if index < Self::MAX && start + raw.len() <= Self::MAX_RAW {
-                self.raw.extend_from_slice(raw);
-                self.names.push((name.clone(), self.raw.len()));
-            }
-        }
-        Ok(name)
-    }
-}
-
-/// What a response head's fields say about its framing and the connection's reuse, noted as
-/// the fields are read (no map lookups afterwards).
-#[derive(Debug, Default)]
-struct HeadFields {
-    /// `Connection` has `close`.
-    close: bool,
-    /// `Connection` has `keep-alive`.
-    keep_alive: bool,
-    /// `Transfer-Encoding` is present.
-    transfer_encoding: bool,
-    /// The last transfer coding is `chunked`.
-    chunked_last: bool,
-    /// `Content-Length`: every value and list element the same number, or `Some(None)`.
-    content_length: Option<Option<u64>>,
-}
-
-impl HeadFields {
-    /// Notes a field; false for the fields of this hop only that the response need not carry
-    /// on: `Keep-Alive`, and `Connection` unless it names other fields.
-    fn note(&mut self, name: &HeaderName, value: &[u8]) -> bool {
-        if *name == header::CONNECTION {
-            let mut other = false;
-            for token in value.split(|&b| b == b',').map(<[u8]>::trim_ascii) {
-                if token.eq_ignore_ascii_case(b"close") {
-                    self.close = true;
-                } else if token.eq_ignore_ascii_case(b"keep-alive") {
-                    self.keep_alive = true;
-                } else {
-                    other |= !token.is_empty();
-                }
-            }
-            // Kept when it names other fields: the forwarding path removes them, and it.
-            return other;
-        }
-        if *name == header::TRANSFER_ENCODING {
-            self.transfer_encoding = true;
-            self.chunked_last = value
-                .rsplit(|&b| b == b',')
-                .next()
-                .is_some_and(|t| t.trim_ascii().eq_ignore_ascii_case(b"chunked"));
-        } else if *name == header::CONTENT_LENGTH {
-            for part in value.split(|&b| b == b',') {
-                let n = parse_length(part.trim_ascii());
-                self.content_length = Some(match self.content_length {
-                    None => n,
-                    Some(length) => length.filter(|l| Some(*l) == n),
-                });
-            }
-        } else if *name == KEEP_ALIVE {
-            return false;
-        }
-        true
-    }
-}
-
-/// How the response body is delimited.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum BodyFraming {
-    /// No body (or its end was read).
-    Empty,
-    /// This many bytes are still to come.
-    Length(u64),
-    /// Until the upstream closes the connection.
-    Close,
-    Chunked(Chunk),
-}
-
-/// The position in a chunked body.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Chunk {
-    /// At a chunk-size line.
-    Size,
-    /// In chunk data, this many bytes left.
-    Data(u64),
-    /// At the CRLF after chunk data.
-    DataEnd,
-    /// In the trailer section after the last chunk.
-    Trailers,
-}
-
 /// The body of an upstream HTTP/1.1 response; gives its connection back once read to the end.
 #[derive(Debug)]
 pub struct Body {
     conn: Option<Connection>,
     /// The rest of the request body, when the upstream answered before it was all sent.
-    writer: Option<Box<Writer>>,
+    writer: Option<Box<Writer<RequestBody>>>,
     framing: BodyFraming,
     keep_alive: bool,
 }
@@ -761,97 +509,8 @@ impl Body {
                 Poll::Pending => {}
             }
         }
-        loop {
-            match &mut self.framing {
-                BodyFraming::Empty => return Poll::Ready(None),
-                BodyFraming::Length(0) => {
-                    self.framing = BodyFraming::Empty;
-                    return Poll::Ready(None);
-                }
-                BodyFraming::Length(left) => {
-                    if conn.buf.is_empty() && ready!(conn.poll_read(cx, clamp(*left)))? == 0 {
-                        return Poll::Ready(Some(Err(incomplete())));
-                    }
-                    let take = conn.buf.len().min(clamp(*left));
-                    *left -= take as u64;
-                    return Poll::Ready(Some(Ok(Frame::data(conn.buf.split_to(take).freeze()))));
-                }
-                BodyFraming::Close => {
-                    if conn.buf.is_empty() && ready!(conn.poll_read(cx, READ_MAX))? == 0 {
-                        self.framing = BodyFraming::Empty;
-                        self.keep_alive = false;
-                        return Poll::Ready(None);
-                    }
-                    return Poll::Ready(Some(Ok(Frame::data(conn.buf.split().freeze()))));
-                }
-                BodyFraming::Chunked(Chunk::Size) => {
-                    let Some(end) = memchr::memchr(b'\n', &conn.buf) else {
-                        if conn.buf.len() > MAX_CHUNK_LINE {
-                            return Poll::Ready(Some(Err(invalid("chunk size line too long"))));
-                        }
-                        if ready!(conn.poll_read(cx, READ_MIN))? == 0 {
-                            return Poll::Ready(Some(Err(incomplete())));
-                        }
-                        continue;
-                    };
-                    let size = chunk_size(&conn.buf[..end])
-                        .ok_or_else(|| invalid("invalid chunk size"))?;
-                    conn.buf.advance(end + 1);
-                    self.framing = BodyFraming::Chunked(if size == 0 {
-                        Chunk::Trailers
-                    } else {
-                        Chunk::Data(size)
-                    });
-                }
-                BodyFraming::Chunked(Chunk::Data(left)) => {
-                    if conn.buf.is_empty() && ready!(conn.poll_read(cx, clamp(*left)))? == 0 {
-                        return Poll::Ready(Some(Err(incomplete())));
-                    }
-                    let take = conn.buf.len().min(clamp(*left));
-                    *left -= take as u64;
-                    if *left == 0 {
-                        self.framing = BodyFraming::Chunked(Chunk::DataEnd);
-                    }
-                    return Poll::Ready(Some(Ok(Frame::data(conn.buf.split_to(take).freeze()))));
-                }
-                BodyFraming::Chunked(Chunk::DataEnd) => {
-                    if conn.buf.len() < 2 {
-                        if ready!(conn.poll_read(cx, READ_MIN))? == 0 {
-                            return Poll::Ready(Some(Err(incomplete())));
-                        }
-                        continue;
-                    }
-                    if &conn.buf[..2] != b"\r\n" {
-                        return Poll::Ready(Some(Err(invalid("chunk data not followed by CRLF"))));
-                    }
-                    conn.buf.advance(2);
-                    self.framing = BodyFraming::Chunked(Chunk::Size);
-                }
-                BodyFraming::Chunked(Chunk::Trailers) => {
-                    let mut fields = [httparse::EMPTY_HEADER; MAX_HEADERS];
-                    match httparse::parse_headers(&conn.buf, &mut fields) {
-                        Ok(httparse::Status::Complete((len, fields))) => {
-                            let trailers = trailer_map(fields)?;
-                            conn.buf.advance(len);
-                            self.framing = BodyFraming::Empty;
-                            return match trailers {
-                                Some(trailers) => Poll::Ready(Some(Ok(Frame::trailers(trailers)))),
-                                None => Poll::Ready(None),
-                            };
-                        }
-                        Ok(httparse::Status::Partial) => {
-                            if conn.buf.len() >= MAX_HEAD {
-                                return Poll::Ready(Some(Err(invalid("trailers too large"))));
-                            }
-                            if ready!(conn.poll_read(cx, READ_MIN))? == 0 {
-                                return Poll::Ready(Some(Err(incomplete())));
-                            }
-                        }
-                        Err(_) => return Poll::Ready(Some(Err(invalid("malformed trailers")))),
-                    }
-                }
-            }
-        }
+        let ConnectionState { socket, buf, .. } = &mut **conn;
+        http1::poll_body(&mut self.framing, socket, buf, cx)
     }
 }
 
@@ -883,54 +542,6 @@ impl http_body::Body for Body {
             BodyFraming::Close | BodyFraming::Chunked(_) => SizeHint::default(),
         }
     }
-}
-
-/// At most this many body bytes are read or handed on at once.
-fn clamp(left: u64) -> usize {
-    usize::try_from(left).unwrap_or(usize::MAX).min(READ_MAX)
-}
-
-/// The size on a chunk-size line (without its `\n`): hex digits, then optional extensions.
-fn chunk_size(line: &[u8]) -> Option<u64> {
-    let line = line.strip_suffix(b"\r").unwrap_or(line);
-    let digits = line
-        .iter()
-        .position(|b| !b.is_ascii_hexdigit())
-        .unwrap_or(line.len());
-    if digits == 0 || digits > 15 {
-        return None;
-    }
-    let rest = &line[digits..];
-    if !rest.is_empty() && !matches!(rest.trim_ascii_start().first(), Some(b';')) {
-        return None;
-    }
-    u64::from_str_radix(std::str::from_utf8(&line[..digits]).ok()?, 16).ok()
-}
-
-fn trailer_map(fields: &[httparse::Header<'_>]) -> io::Result<Option<HeaderMap>> {
-    if fields.is_empty() {
-        return Ok(None);
-    }
-    let mut map = HeaderMap::with_capacity(fields.len());
-    for field in fields {
-        let name = HeaderName::from_bytes(field.name.as_bytes())
-            .map_err(|_| invalid("invalid trailer name"))?;
-        let value =
-            HeaderValue::from_bytes(field.value).map_err(|_| invalid("invalid trailer value"))?;
-        map.append(name, value);
-    }
-    Ok(Some(map))
-}
-
-fn incomplete() -> io::Error {
-    io::Error::new(
-        io::ErrorKind::UnexpectedEof,
-        "upstream closed the connection before the end of the response body",
-    )
-}
-
-fn invalid(reason: &'static str) -> io::Error {
-    io::Error::new(io::ErrorKind::InvalidData, reason)
 }
 
 #[cfg(test)]

@@ -1,0 +1,73 @@
+use http::header::HeaderName;
+
+use super::*;
+
+#[test]
+fn chunk_sizes_are_hex_with_optional_extensions() {
+    assert_eq!(chunk_size(b"1a\r"), Some(26));
+    assert_eq!(chunk_size(b"0"), Some(0));
+    assert_eq!(chunk_size(b"A;name=value\r"), Some(10));
+    assert_eq!(chunk_size(b"5 ;x\r"), Some(5));
+    assert_eq!(chunk_size(b"\r"), None);
+    assert_eq!(chunk_size(b"5x\r"), None);
+    assert_eq!(chunk_size(b"-5\r"), None);
+    assert_eq!(chunk_size(b"1000000000000000\r"), None);
+}
+
+/// Names of a sequence of heads through one cache: each equal to a fresh parse.
+fn names_of(cache: &mut Names, head: &[&str]) -> Vec<HeaderName> {
+    (head.iter().enumerate())
+        .map(|(index, raw)| {
+            let name = cache.name(index, raw.as_bytes()).expect("valid name");
+            assert_eq!(name, HeaderName::from_bytes(raw.as_bytes()).expect("valid"));
+            name
+        })
+        .collect()
+}
+
+#[test]
+fn a_head_with_the_last_heads_names_reuses_them_and_a_changed_one_is_parsed() {
+    // A hit hands back the kept name: a custom name then shares its bytes with the kept one.
+    let shared = |a: &HeaderName, b: &HeaderName| a.as_str().as_ptr() == b.as_str().as_ptr();
+    let mut cache = Names::default();
+    let head = ["Server", "X-Custom-One", "Content-Length", "x-two"];
+    let first = names_of(&mut cache, &head);
+    let again = names_of(&mut cache, &head);
+    assert_eq!(first, again);
+    assert!(shared(&first[1], &again[1]), "reused");
+    assert!(shared(&first[3], &again[3]), "reused");
+    // Another spelling of the same name, or another order: parsed, and kept for the next head.
+    let head = ["Server", "x-custom-one", "x-two", "Content-Length"];
+    let changed = names_of(&mut cache, &head);
+    assert!(!shared(&first[1], &changed[1]), "parsed");
+    assert!(!shared(&first[3], &changed[2]), "parsed");
+    let third = names_of(&mut cache, &head);
+    assert!(shared(&changed[1], &third[1]), "reused");
+    assert!(shared(&changed[2], &third[2]), "reused");
+    // A shorter head, then a longer one: the names past the change are parsed again.
+    names_of(&mut cache, &["Server"]);
+    names_of(
+        &mut cache,
+        &["Server", "Date", "x-custom-one", "x-two", "x-three"],
+    );
+    assert_eq!(cache.names.len(), 5);
+    let err = cache.name(5, b"bad name");
+    assert_eq!(err, Err("invalid header name"));
+}
+
+#[test]
+fn the_name_cache_keeps_a_bounded_number_of_names_and_bytes() {
+    let mut cache = Names::default();
+    let many: Vec<String> = (0..50).map(|i| format!("x-field-{i}")).collect();
+    let many: Vec<&str> = many.iter().map(String::as_str).collect();
+    names_of(&mut cache, &many);
+    names_of(&mut cache, &many);
+    assert_eq!(cache.names.len(), Names::MAX);
+    let long: Vec<String> = (0..20)
+        .map(|i| format!("x-{i}-{}", "n".repeat(100)))
+        .collect();
+    let long: Vec<&str> = long.iter().map(String::as_str).collect();
+    names_of(&mut cache, &long);
+    assert!(cache.raw.len() <= Names::MAX_RAW, "{}", cache.raw.len());
+    assert!(cache.names.len() < 20, "{}", cache.names.len());
+}
