@@ -212,3 +212,35 @@ async fn a_listener_may_allow_more_than_a_hundred_fields() {
         "{text}"
     );
 }
+
+/// Waits until `done` holds; fails after [`LIMIT`].
+async fn wait_for(what: &str, done: impl Fn() -> bool) -> Duration {
+    let start = Instant::now();
+    while !done() {
+        assert!(start.elapsed() < LIMIT, "{what}: not within {LIMIT:?}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    start.elapsed()
+}
+
+#[tokio::test]
+async fn a_client_that_goes_away_cancels_its_upstream_request() {
+    let _trace = trace_init();
+    let upstream = Upstream::builder().name("a").http1_only().start().await;
+    let proxy = TestProxy::start(&single("http1", &[upstream.addr()]), 1);
+    let mut stream = TcpStream::connect(proxy.addr()).await.unwrap();
+    stream
+        .write_all(b"GET /delay/4000 HTTP/1.1\r\nHost: a\r\n\r\n")
+        .await
+        .unwrap();
+    wait_for("the request upstream", || upstream.requests_seen() == 1).await;
+    assert_eq!(upstream.connections_open(), 1);
+    drop(stream);
+    // The exchange is dropped and its upstream connection closed, long before the response
+    // would have come (and the connection gone back to the pool).
+    let took = wait_for("the upstream connection closed", || {
+        upstream.connections_open() == 0
+    })
+    .await;
+    assert!(took < Duration::from_secs(2), "{took:?}");
+}

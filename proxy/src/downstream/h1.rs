@@ -20,6 +20,8 @@
 //!   ([`Upgrade`]).
 //! - A request body left unread when its response ends is drained if it is already here;
 //!   otherwise the connection closes (RFC 9112 §9.6), as it does after a broken body.
+//! - A client that goes away while its request is served (the end of its stream once the
+//!   body is in, or a reset) cancels the exchange and its upstream request.
 //! - Responses carry `Date` when the upstream sent none, `Content-Length` when the body's
 //!   length is known, else chunked (HTTP/1.1) or close-delimited (HTTP/1.0) framing.
 
@@ -325,8 +327,21 @@ impl Connection {
                 *self.conn.upgrade.borrow_mut() = Some(Upgrade(rx));
                 tx
             });
-            let response = forward::handle(Rc::clone(&self.conn), request, self.busy.enter()).await;
-            let Ok(response) = response;
+            let exchange = forward::handle(Rc::clone(&self.conn), request, self.busy.enter());
+            let mut exchange = std::pin::pin!(exchange);
+            // While the request is served, the connection is read ahead: a client that goes
+            // away (the end of its stream, or a reset) drops the exchange, and with it the
+            // upstream request; pipelined requests wait in the buffer.
+            let Some(Ok(response)) = poll_fn(|cx| match exchange.as_mut().poll(cx) {
+                Poll::Ready(response) => Poll::Ready(Some(response)),
+                Poll::Pending if self.poll_gone(cx) => Poll::Ready(None),
+                Poll::Pending => Poll::Pending,
+            })
+            .await
+            else {
+                tracing::debug!("the client went away before its response");
+                return Ok(Ended::Closed);
+            };
             if upgrade.is_some() {
                 self.conn.upgrade.borrow_mut().take();
             }
@@ -382,6 +397,26 @@ impl Connection {
                 Err(err) => return Poll::Ready(Err(Failed::Io(err))),
             }
         }
+    }
+
+    /// Reads ahead while a request is served, once its body is in: whether the client went
+    /// away. Bytes that arrive are kept for the next request, up to a head's worth.
+    fn poll_gone(&self, cx: &mut Context<'_>) -> bool {
+        let mut io = self.io.borrow_mut();
+        let Io {
+            socket, buf, body, ..
+        } = &mut *io;
+        let Some(socket) = socket.as_mut() else {
+            return false;
+        };
+        while body.is_done() && buf.len() < self.limits.max_bytes {
+            match socket.poll_read_buf(cx, buf, HEAD_READ, HEAD_READ) {
+                Poll::Ready(Ok(0) | Err(_)) => return true,
+                Poll::Ready(Ok(_)) => {}
+                Poll::Pending => return false,
+            }
+        }
+        false
     }
 
     /// Answers a head that cannot be served; the connection closes after it.
