@@ -279,11 +279,13 @@ impl Connection {
     }
 
     /// Frees what a connection waiting for its next request need not keep: its read buffer
-    /// (unless part of a head is in it) and the names of the last head. Returns whether part
+    /// (unless part of a head is in it), the names of the last head and the spare header map. Returns whether part
     /// of a head was read.
     pub fn park(&self) -> bool {
         let mut io = self.io.borrow_mut();
         io.names = Names::default();
+        // ~2.5 KiB kept for the next request, more than the rest of a parked connection.
+        io.spare = None;
         let partial = !io.buf.is_empty();
         if !partial {
             io.buf = BytesMut::new();
