@@ -35,7 +35,7 @@ use std::task::{Context, Poll, ready};
 use std::time::SystemTime;
 
 use bytes::{Bytes, BytesMut};
-use http::header::{self, HeaderMap, HeaderValue};
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Method, Request, Response, StatusCode, Uri, Version};
 use http_body::{Frame, SizeHint};
 use tokio::sync::oneshot;
@@ -483,6 +483,19 @@ enum Failed {
     Head(ProxyError),
 }
 
+/// Why [`scan`] found no head.
+enum Unscanned {
+    Bad(ProxyError),
+    /// More fields than there was room for.
+    TooManyFields,
+}
+
+impl From<ProxyError> for Unscanned {
+    fn from(err: ProxyError) -> Self {
+        Self::Bad(err)
+    }
+}
+
 impl From<ProxyError> for Failed {
     fn from(err: ProxyError) -> Self {
         Self::Head(err)
@@ -497,10 +510,14 @@ fn bad(reason: &'static str) -> ProxyError {
 }
 
 fn too_large(reason: &'static str) -> Failed {
-    Failed::Head(ProxyError::BadRequestHead {
+    Failed::Head(head_too_large(reason))
+}
+
+fn head_too_large(reason: &'static str) -> ProxyError {
+    ProxyError::BadRequestHead {
         status: StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
         reason,
-    })
+    }
 }
 
 /// Parses a request head at the start of the connection's buffer, consuming it when complete.
@@ -509,15 +526,6 @@ fn parse(
     shared: &Rc<RefCell<Io>>,
     limits: HeadLimits,
 ) -> Result<Option<Head>, Failed> {
-    // Not initialised: httparse writes the fields it finds.
-    let mut stack = [const { MaybeUninit::<httparse::Header<'_>>::uninit() }; STACK_FIELDS];
-    let mut heap = Vec::new();
-    let fields: &mut [MaybeUninit<httparse::Header<'_>>] = if limits.max_fields <= STACK_FIELDS {
-        &mut stack[..limits.max_fields]
-    } else {
-        heap.reserve_exact(limits.max_fields);
-        &mut heap.spare_capacity_mut()[..limits.max_fields]
-    };
     let Io {
         buf,
         names,
@@ -527,47 +535,36 @@ fn parse(
         spare,
         ..
     } = io;
-    let mut req = httparse::Request::new(&mut []);
-    let len = match httparse::ParserConfig::default()
-        .parse_request_with_uninit_headers(&mut req, buf, fields)
-    {
-        Ok(httparse::Status::Complete(len)) => len,
-        Ok(httparse::Status::Partial) => return Ok(None),
-        Err(httparse::Error::TooManyHeaders) => return Err(too_large("too many header fields")),
-        Err(httparse::Error::Version) => {
-            return Err(Failed::Head(ProxyError::BadRequestHead {
-                status: StatusCode::HTTP_VERSION_NOT_SUPPORTED,
-                reason: "not an HTTP/1.x request",
-            }));
+    // Not initialised: httparse writes the fields it finds.
+    let mut stack = [const { MaybeUninit::<httparse::Header<'_>>::uninit() }; STACK_FIELDS];
+    let room = limits.max_fields.min(STACK_FIELDS);
+    let scanned = match scan(buf, names, limits, &mut stack[..room]) {
+        Err(Unscanned::TooManyFields) if limits.max_fields > STACK_FIELDS => {
+            // Only a head with more fields than the stack holds pays for the heap (and a
+            // second scan), not every head of a listener that allows many.
+            let mut heap = Vec::<httparse::Header<'_>>::with_capacity(limits.max_fields);
+            scan(
+                buf,
+                names,
+                limits,
+                &mut heap.spare_capacity_mut()[..limits.max_fields],
+            )
         }
-        Err(_) => return Err(bad("malformed request head").into()),
+        scanned => scanned,
     };
-    if len > limits.max_bytes {
-        return Err(too_large("request head too large"));
-    }
-    let method = req
-        .method
-        .and_then(|m| Method::from_bytes(m.as_bytes()).ok())
-        .ok_or_else(|| bad("invalid method"))?;
-    let version = if req.version == Some(0) {
-        Version::HTTP_10
-    } else {
-        Version::HTTP_11
+    let Scanned {
+        len,
+        method,
+        version,
+        path: (path_start, path_end),
+        named,
+        noted,
+    } = match scanned {
+        Ok(Some(scanned)) => scanned,
+        Ok(None) => return Ok(None),
+        Err(Unscanned::TooManyFields) => return Err(too_large("too many header fields")),
+        Err(Unscanned::Bad(err)) => return Err(Failed::Head(err)),
     };
-    let base = buf.as_ptr() as usize;
-    let path = req.path.unwrap_or("/");
-    let path_start = path.as_ptr() as usize - base;
-    let path_end = path_start + path.len();
-    // Names are made while the head is borrowed; values, after it is frozen, share its bytes.
-    let mut named = Vec::with_capacity(req.headers.len());
-    let mut noted = HeadFields::default();
-    for (index, field) in req.headers.iter().enumerate() {
-        let name = names.name(index, field.name.as_bytes()).map_err(bad)?;
-        if noted.note(&name, field.value) {
-            let start = field.value.as_ptr() as usize - base;
-            named.push((name, start, start + field.value.len()));
-        }
-    }
     let head = buf.split_to(len).freeze();
     let uri = Uri::from_maybe_shared(head.slice(path_start..path_end))
         .map_err(|_| bad("invalid request target"))?;
@@ -630,6 +627,76 @@ fn parse(
         keep_alive,
         head_request,
         upgrade,
+    }))
+}
+
+/// A complete request head found at the start of a buffer: where its parts are.
+struct Scanned {
+    /// The head's length, up to and with its empty line.
+    len: usize,
+    method: Method,
+    version: Version,
+    /// The request target's range in the head.
+    path: (usize, usize),
+    /// The fields to keep, with the ranges of their values.
+    named: Vec<(HeaderName, usize, usize)>,
+    noted: HeadFields,
+}
+
+/// Parses the head at the start of `buf` with room for `fields.len()` fields.
+fn scan<'b>(
+    buf: &'b [u8],
+    names: &mut Names,
+    limits: HeadLimits,
+    fields: &mut [MaybeUninit<httparse::Header<'b>>],
+) -> Result<Option<Scanned>, Unscanned> {
+    let mut req = httparse::Request::new(&mut []);
+    let len = match httparse::ParserConfig::default()
+        .parse_request_with_uninit_headers(&mut req, buf, fields)
+    {
+        Ok(httparse::Status::Complete(len)) => len,
+        Ok(httparse::Status::Partial) => return Ok(None),
+        Err(httparse::Error::TooManyHeaders) => return Err(Unscanned::TooManyFields),
+        Err(httparse::Error::Version) => {
+            return Err(Unscanned::Bad(ProxyError::BadRequestHead {
+                status: StatusCode::HTTP_VERSION_NOT_SUPPORTED,
+                reason: "not an HTTP/1.x request",
+            }));
+        }
+        Err(_) => return Err(bad("malformed request head").into()),
+    };
+    if len > limits.max_bytes {
+        return Err(Unscanned::Bad(head_too_large("request head too large")));
+    }
+    let method = req
+        .method
+        .and_then(|m| Method::from_bytes(m.as_bytes()).ok())
+        .ok_or_else(|| bad("invalid method"))?;
+    let version = if req.version == Some(0) {
+        Version::HTTP_10
+    } else {
+        Version::HTTP_11
+    };
+    let base = buf.as_ptr() as usize;
+    let path = req.path.unwrap_or("/");
+    let path_start = path.as_ptr() as usize - base;
+    // Names are made while the head is borrowed; values, after it is frozen, share its bytes.
+    let mut named = Vec::with_capacity(req.headers.len());
+    let mut noted = HeadFields::default();
+    for (index, field) in req.headers.iter().enumerate() {
+        let name = names.name(index, field.name.as_bytes()).map_err(bad)?;
+        if noted.note(&name, field.value) {
+            let start = field.value.as_ptr() as usize - base;
+            named.push((name, start, start + field.value.len()));
+        }
+    }
+    Ok(Some(Scanned {
+        len,
+        method,
+        version,
+        path: (path_start, path_start + path.len()),
+        named,
+        noted,
     }))
 }
 
