@@ -106,6 +106,11 @@ fn a_partial_head_waits_and_the_next_request_stays_in_the_buffer() {
             .unwrap()
             .is_none()
     );
+    // RFC 9112 §2.2: empty lines before a request line (after a body, say) are passed over.
+    let parsed = parse_one("\r\n\r\nGET /x HTTP/1.1\r\n\r\n", LIMITS)
+        .unwrap()
+        .unwrap();
+    assert_eq!(parsed.request.uri(), "/x");
     let io = Rc::new(RefCell::new(Io::new(
         None,
         BytesMut::from(&b"GET /a HTTP/1.1\r\n\r\nGET /b HTTP/1.1\r\n\r\n"[..]),
