@@ -71,3 +71,78 @@ fn the_name_cache_keeps_a_bounded_number_of_names_and_bytes() {
     assert!(cache.raw.len() <= Names::MAX_RAW, "{}", cache.raw.len());
     assert!(cache.names.len() < 20, "{}", cache.names.len());
 }
+
+/// Decodes one body framed by `framing` whose first `split` bytes are already buffered and the
+/// rest arrives on the socket; returns its data, its trailers and what is left after it.
+async fn decode_split(
+    wire: &[u8],
+    split: usize,
+    framing: BodyFraming,
+) -> (Vec<u8>, Option<HeaderMap>, Vec<u8>) {
+    use tokio::io::AsyncWriteExt as _;
+
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let mut client = tokio::net::TcpStream::connect(listener.local_addr().unwrap())
+        .await
+        .unwrap();
+    let (server, _) = listener.accept().await.unwrap();
+    let mut socket = Socket::tcp(server);
+    let mut buf = BytesMut::from(&wire[..split]);
+    client.write_all(&wire[split..]).await.unwrap();
+    // The end of the stream after the wire, so that a decoder reading past the body fails.
+    client.shutdown().await.unwrap();
+    let mut framing = framing;
+    let (mut data, mut trailers) = (Vec::new(), None);
+    let limit = tokio::time::Instant::now() + std::time::Duration::from_secs(5);
+    loop {
+        let frame = tokio::time::timeout_at(
+            limit,
+            std::future::poll_fn(|cx| poll_body(&mut framing, &mut socket, &mut buf, cx)),
+        )
+        .await
+        .expect("decoded within 5 s");
+        match frame {
+            None => break,
+            Some(Ok(frame)) => match frame.into_data() {
+                Ok(bytes) => data.extend_from_slice(&bytes),
+                Err(frame) => trailers = frame.into_trailers().ok(),
+            },
+            Some(Err(err)) => panic!("split at {split}: {err}"),
+        }
+    }
+    assert_eq!(framing, BodyFraming::Empty);
+    (data, trailers, buf.to_vec())
+}
+
+#[tokio::test]
+async fn bodies_decode_the_same_at_every_split_point() {
+    let next = b"GET /next HTTP/1.1\r\n\r\n";
+    let chunked = [
+        &b"5;ext=1\r\nhello\r\n1A\r\n"[..],
+        &[b'x'; 26][..],
+        b"\r\n0\r\nx-checksum: 42\r\n\r\n",
+        next,
+    ]
+    .concat();
+    let length = [&b"twelve bytes"[..], next].concat();
+    for (wire, framing, body) in [
+        (
+            &chunked,
+            BodyFraming::Chunked(Chunk::Size),
+            [&b"hello"[..], &[b'x'; 26]].concat(),
+        ),
+        (&length, BodyFraming::Length(12), b"twelve bytes".to_vec()),
+    ] {
+        // Split at most a few bytes into the next request, which the decoder must not take.
+        for split in 0..=wire.len() - next.len() + 3 {
+            let (data, trailers, rest) = decode_split(wire, split, framing).await;
+            assert_eq!(data, body, "split at {split}");
+            if framing != BodyFraming::Length(12) {
+                let trailers = trailers.unwrap_or_else(|| panic!("trailers, split at {split}"));
+                assert_eq!(trailers.get("x-checksum").unwrap(), "42");
+            }
+            // Whatever of the next request was read stays in the buffer, in order.
+            assert!(next.starts_with(&rest), "split at {split}: {rest:?}");
+        }
+    }
+}

@@ -233,3 +233,17 @@ fn connection_close_in_a_response_ends_the_connection() {
     assert!(head.starts_with("HTTP/1.0 200 OK\r\n"), "{head}");
     assert!(head.contains("connection: keep-alive\r\n"), "{head}");
 }
+
+#[test]
+fn a_head_parses_only_once_complete_whatever_the_split() {
+    let head = "POST /upload?x=1 HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\nX-Long: 0123456789\r\n\r\n";
+    for end in 0..head.len() {
+        assert!(
+            parse_one(&head[..end], LIMITS).unwrap().is_none(),
+            "complete at {end}"
+        );
+    }
+    let parsed = parse_one(head, LIMITS).unwrap().unwrap();
+    assert_eq!(parsed.request.uri(), "/upload?x=1");
+    assert_eq!(parsed.request.headers()["x-long"], "0123456789");
+}
