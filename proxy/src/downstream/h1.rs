@@ -238,15 +238,6 @@ pub struct Connection {
     closing: Cell<bool>,
 }
 
-/// How a connection's requests ended.
-#[derive(Debug)]
-pub enum Ended {
-    /// The connection is to be closed.
-    Closed,
-    /// The socket went to an upgrade's tunnel.
-    Upgraded,
-}
-
 /// A request head parsed, and what the connection needs to know about it.
 struct Head {
     request: Request<Incoming>,
@@ -301,20 +292,21 @@ impl Connection {
         self.io.borrow_mut().socket()?.poll_read_ready(cx)
     }
 
-    /// Serves requests until the connection closes, fails or is upgraded. Dropped while it
-    /// waits for a request head, it loses nothing: a later call goes on from the bytes read.
+    /// Serves requests until the connection is to close (or its socket went to an upgrade's
+    /// tunnel). Dropped while it waits for a request head, it loses nothing: a later call goes
+    /// on from the bytes read.
     ///
     /// # Errors
     /// The connection failed.
-    pub async fn run(&self) -> io::Result<Ended> {
+    pub async fn run(&self) -> io::Result<()> {
         loop {
             let head = match poll_fn(|cx| self.poll_head(cx)).await {
                 Ok(Some(head)) => head,
-                Ok(None) => return Ok(Ended::Closed),
+                Ok(None) => return Ok(()),
                 Err(Failed::Io(err)) => return Err(err),
                 Err(Failed::Head(err)) => {
                     self.reject(&err).await?;
-                    return Ok(Ended::Closed);
+                    return Ok(());
                 }
             };
             let Head {
@@ -342,7 +334,7 @@ impl Connection {
             .await
             else {
                 tracing::debug!("the client went away before its response");
-                return Ok(Ended::Closed);
+                return Ok(());
             };
             if upgrade.is_some() {
                 self.conn.upgrade.borrow_mut().take();
@@ -350,9 +342,9 @@ impl Connection {
             let switching = response.status() == StatusCode::SWITCHING_PROTOCOLS;
             if let (true, Some(tx)) = (switching, upgrade) {
                 if tx.is_closed() {
-                    return Ok(Ended::Closed);
+                    return Ok(());
                 }
-                self.write(response, version, true, true).await?;
+                self.write(response, version, false, true).await?;
                 let mut io = self.io.borrow_mut();
                 let rest = io.buf.split().freeze();
                 if let Some(mut socket) = io.socket.take() {
@@ -360,14 +352,14 @@ impl Connection {
                     // The tunnel may have ended already; the socket then closes here.
                     let _ = tx.send(socket);
                 }
-                return Ok(Ended::Upgraded);
+                return Ok(());
             }
             let keep_alive = keep_alive && !self.closing.get() && !switching;
             let keep_alive = self
                 .write(response, version, head_request, keep_alive)
                 .await?;
             if !keep_alive || !self.finish_body() {
-                return Ok(Ended::Closed);
+                return Ok(());
             }
         }
     }
