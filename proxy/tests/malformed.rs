@@ -150,3 +150,78 @@ async fn a_body_that_breaks_after_its_first_chunk_is_400() {
     assert!(text.contains("x-strait-error: bad_request_body"), "{text}");
     assert!(text.contains("connection: close"), "{text}");
 }
+
+/// Mutates `base` a few times: deletes, inserts or replaces bytes, favouring the bytes that
+/// matter to HTTP/1.1 framing.
+fn mutate(rng: &mut fastrand::Rng, base: &[u8]) -> Vec<u8> {
+    const INTERESTING: &[u8] = b"\r\n :;,\t\x00\x7f\xff0123456789abcdefABCDEF-/?";
+    let mut message = base.to_vec();
+    for _ in 0..rng.usize(1..=6) {
+        let at = rng.usize(..message.len());
+        match rng.u8(..3) {
+            0 if message.len() > 1 => {
+                message.remove(at);
+            }
+            1 => message.insert(at, INTERESTING[rng.usize(..INTERESTING.len())]),
+            _ => message[at] = rng.u8(..),
+        }
+    }
+    message
+}
+
+#[tokio::test]
+async fn mutated_requests_get_an_answer_or_a_close_and_the_proxy_keeps_serving() {
+    let _trace = trace_init();
+    let yaml = "listeners:\n  - name: l\n    address: 127.0.0.1:0\n    virtual_hosts:\n      - name: v\n        domains: [\"*\"]\n        routes:\n          - match: { prefix: / }\n            direct_response: { status: 200, body: \"ok\" }\n";
+    let proxy = TestProxy::start(yaml, 1);
+    let bases: [&[u8]; 4] = [
+        b"GET / HTTP/1.1\r\nHost: a\r\n\r\nGET /2 HTTP/1.1\r\nHost: a\r\n\r\n",
+        b"POST /x HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\n\r\nhello",
+        b"POST /x HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n5;e\r\nhello\r\n0\r\nt: 1\r\n\r\n",
+        b"GET / HTTP/1.0\r\nConnection: keep-alive\r\n\r\n",
+    ];
+    let mut rng = fastrand::Rng::with_seed(7);
+    let mut answered = 0;
+    for case in 0..300 {
+        let message = mutate(&mut rng, bases[case % bases.len()]);
+        let mut stream = tokio::net::TcpStream::connect(proxy.addr()).await.unwrap();
+        use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+        stream.write_all(&message).await.unwrap();
+        // The end of the stream: the proxy answers what it has and closes, whatever it is.
+        stream.shutdown().await.unwrap();
+        let mut received = Vec::new();
+        let read = tokio::time::timeout(Duration::from_secs(3), async {
+            let mut buf = [0u8; 4096];
+            loop {
+                match stream.read(&mut buf).await {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => received.extend_from_slice(&buf[..n]),
+                }
+            }
+        })
+        .await;
+        assert!(
+            read.is_ok(),
+            "case {case}: no close within 3 s for {:?}",
+            String::from_utf8_lossy(&message)
+        );
+        if let Some(status) = parse_status(&received) {
+            answered += 1;
+            assert!(
+                matches!(status, 200 | 400 | 404 | 405 | 431 | 505),
+                "case {case}: {status} for {:?}",
+                String::from_utf8_lossy(&message)
+            );
+        }
+    }
+    // Most mutations still get a status line (400 mostly): the cases did reach the parser.
+    assert!(answered > 200, "{answered} of 300 answered");
+    let response = raw_exchange(
+        proxy.addr(),
+        b"GET / HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n",
+        Duration::from_secs(3),
+    )
+    .await
+    .unwrap();
+    assert_eq!(parse_status(&response), Some(200));
+}
