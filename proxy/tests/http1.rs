@@ -7,8 +7,9 @@ mod common;
 
 use std::time::Duration;
 
+use common::raw::read_until_closed;
 use common::{TestProxy, cluster, config, single};
-use strait_testkit::{Upstream, parse_status, raw_exchange, trace_init};
+use strait_testkit::{Upstream, eventually, parse_status, raw_exchange, trace_init};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::time::Instant;
@@ -55,23 +56,6 @@ async fn read_until(stream: &mut TcpStream, received: &mut Vec<u8>, want: &[u8])
     }
 }
 
-/// Reads until the proxy closes the connection; fails if it is still open after [`LIMIT`].
-async fn read_to_close(stream: &mut TcpStream) -> Vec<u8> {
-    let deadline = Instant::now() + LIMIT;
-    let mut received = Vec::new();
-    let mut buf = [0u8; 4096];
-    loop {
-        match tokio::time::timeout_at(deadline, stream.read(&mut buf)).await {
-            Err(_) => panic!(
-                "still open after {LIMIT:?}: {:?}",
-                String::from_utf8_lossy(&received)
-            ),
-            Ok(Ok(0) | Err(_)) => return received,
-            Ok(Ok(n)) => received.extend_from_slice(&buf[..n]),
-        }
-    }
-}
-
 #[tokio::test]
 async fn pipelined_requests_are_answered_in_order() {
     let _trace = trace_init();
@@ -101,7 +85,7 @@ async fn expect_continue_gets_100_before_the_body_is_sent() {
         "only the interim response before the body"
     );
     stream.write_all(b"hello").await.unwrap();
-    received.extend(read_to_close(&mut stream).await);
+    received.extend(read_until_closed(&mut stream, LIMIT).await.0);
     assert_eq!(statuses(&received), [100, 200]);
     assert!(
         received.ends_with(b"\r\n\r\nhello"),
@@ -125,7 +109,7 @@ async fn an_http10_client_gets_a_close_delimited_body_of_unknown_length() {
         )
         .await
         .unwrap();
-    let received = read_to_close(&mut stream).await;
+    let received = read_until_closed(&mut stream, LIMIT).await.0;
     let text = String::from_utf8_lossy(&received).to_ascii_lowercase();
     assert!(text.starts_with("http/1.0 200"), "{text}");
     assert!(text.contains("connection: close\r\n"), "{text}");
@@ -154,7 +138,7 @@ async fn an_http10_keep_alive_request_with_a_known_length_stays_open() {
         .write_all(b"GET /direct HTTP/1.0\r\n\r\n")
         .await
         .unwrap();
-    received.extend(read_to_close(&mut stream).await);
+    received.extend(read_until_closed(&mut stream, LIMIT).await.0);
     assert_eq!(statuses(&received), [200, 200]);
 }
 
@@ -170,7 +154,7 @@ async fn a_request_body_left_unread_is_drained_if_here_and_closes_the_connection
         .write_all(b"POST /direct HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\n\r\nhelloGET /direct HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n")
         .await
         .unwrap();
-    let received = read_to_close(&mut stream).await;
+    let received = read_until_closed(&mut stream, LIMIT).await.0;
     assert_eq!(statuses(&received), [200, 200]);
 
     // The body is still to come: the connection closes after the response, so that the body's
@@ -180,7 +164,7 @@ async fn a_request_body_left_unread_is_drained_if_here_and_closes_the_connection
         .write_all(b"POST /direct HTTP/1.1\r\nHost: a\r\nContent-Length: 1000\r\n\r\n")
         .await
         .unwrap();
-    let received = read_to_close(&mut stream).await;
+    let received = read_until_closed(&mut stream, LIMIT).await.0;
     assert_eq!(statuses(&received), [200]);
     assert_eq!(upstream.requests_seen(), 0);
 }
@@ -213,16 +197,6 @@ async fn a_listener_may_allow_more_than_a_hundred_fields() {
     );
 }
 
-/// Waits until `done` holds; fails after [`LIMIT`].
-async fn wait_for(what: &str, done: impl Fn() -> bool) -> Duration {
-    let start = Instant::now();
-    while !done() {
-        assert!(start.elapsed() < LIMIT, "{what}: not within {LIMIT:?}");
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    start.elapsed()
-}
-
 #[tokio::test]
 async fn a_client_that_goes_away_cancels_its_upstream_request() {
     let _trace = trace_init();
@@ -233,14 +207,19 @@ async fn a_client_that_goes_away_cancels_its_upstream_request() {
         .write_all(b"GET /delay/4000 HTTP/1.1\r\nHost: a\r\n\r\n")
         .await
         .unwrap();
-    wait_for("the request upstream", || upstream.requests_seen() == 1).await;
+    assert!(
+        eventually(LIMIT, || upstream.requests_seen() == 1).await,
+        "the request never reached the upstream"
+    );
     assert_eq!(upstream.connections_open(), 1);
     drop(stream);
     // The exchange is dropped and its upstream connection closed, long before the response
     // would have come (and the connection gone back to the pool).
-    let took = wait_for("the upstream connection closed", || {
-        upstream.connections_open() == 0
-    })
-    .await;
+    let dropped = Instant::now();
+    assert!(
+        eventually(LIMIT, || upstream.connections_open() == 0).await,
+        "the upstream connection stayed open"
+    );
+    let took = dropped.elapsed();
     assert!(took < Duration::from_secs(2), "{took:?}");
 }

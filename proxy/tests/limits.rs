@@ -8,13 +8,12 @@ mod common;
 use std::time::Duration;
 
 use bytes::Bytes;
-use common::raw::{dribble_until_closed, read_response};
+use common::raw::{dribble_until_closed, read_response, read_until_closed};
 use common::{TestProxy, config, single};
 use http_body_util::BodyExt;
 use strait_testkit::{Upstream, h2c_client, http1_client, trace_init};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::time::Instant;
 
 /// The single-route config with listener limits.
 fn with_limits(limits: &str, upstream: std::net::SocketAddr) -> String {
@@ -23,20 +22,6 @@ fn with_limits(limits: &str, upstream: std::net::SocketAddr) -> String {
         &format!("    limits: {{ {limits} }}\n    virtual_hosts:"),
         1,
     )
-}
-
-/// Reads until the peer closes; returns what arrived and how long it took.
-async fn read_until_closed(stream: &mut TcpStream, limit: Duration) -> (Vec<u8>, Duration) {
-    let started = Instant::now();
-    let mut received = Vec::new();
-    let mut buf = [0u8; 4096];
-    loop {
-        match tokio::time::timeout_at(started + limit, stream.read(&mut buf)).await {
-            Err(_) => panic!("connection still open after {limit:?}"),
-            Ok(Ok(0) | Err(_)) => return (received, started.elapsed()),
-            Ok(Ok(n)) => received.extend_from_slice(&buf[..n]),
-        }
-    }
 }
 
 #[tokio::test]

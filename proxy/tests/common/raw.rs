@@ -51,3 +51,18 @@ pub async fn dribble_until_closed(stream: &mut TcpStream, every: Duration) -> Du
         assert!(started.elapsed() < Duration::from_secs(10), "never cut off");
     }
 }
+
+/// Reads until the peer closes (or the stream fails); returns what arrived and how long it
+/// took. Fails if the connection is still open after `limit`.
+pub async fn read_until_closed(stream: &mut TcpStream, limit: Duration) -> (Vec<u8>, Duration) {
+    let started = Instant::now();
+    let mut received = Vec::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        match tokio::time::timeout_at(started + limit, stream.read(&mut buf)).await {
+            Err(_) => panic!("connection still open after {limit:?}"),
+            Ok(Ok(0) | Err(_)) => return (received, started.elapsed()),
+            Ok(Ok(n)) => received.extend_from_slice(&buf[..n]),
+        }
+    }
+}
