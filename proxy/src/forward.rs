@@ -27,7 +27,7 @@ use crate::body::{Completion, Incoming, Release, RequestBody, ResponseBody, Upst
 use crate::deadline::{Deadlines, Elapsed};
 use crate::downstream::{BusyGuard, ListenerDrain, h1 as server};
 use crate::error::{ERROR_HEADER, Fault, ProxyError};
-use crate::headers;
+use crate::headers::{self, Added, FieldSet, Known};
 use crate::metrics::{ListenerStats, status_class};
 use crate::observe::{LogRecord, TraceContext, trace};
 use crate::route;
@@ -241,28 +241,49 @@ fn forward<'a>(
             // The listener was removed and this connection drains: route it as before.
             view = retired;
         }
+        // The known fields the request's map may hold: those its head had, if the proxy parsed
+        // it; a field certainly absent is not looked up.
+        let fields = match req.body() {
+            Incoming::Right(body) => body.fields(),
+            Incoming::Left(_) => FieldSet::UNKNOWN,
+        };
+        let mut added = Added::default();
         {
             // Request id and trace context: kept or started here, so the access log, the upstream
             // and any error response agree on them.
             let mut rng = conn.worker.rng.borrow_mut();
-            exchange.request_id = Some(headers::ensure_request_id(req.headers_mut(), &mut rng));
+            if fields.may_have(Known::RequestId) {
+                exchange.request_id = Some(headers::ensure_request_id(req.headers_mut(), &mut rng));
+            } else {
+                let id = headers::request_id_text(&mut rng);
+                if conn.worker.log.is_some() {
+                    exchange.request_id = HeaderValue::from_bytes(&id).ok();
+                }
+                added.set_request_id(id);
+            }
             let sample_rate = view.compiled().config().tracing().sample_rate();
-            // One lookup to read the incoming traceparent and to replace it.
-            let (context, continued) = match req.headers_mut().entry(trace::TRACEPARENT) {
-                header::Entry::Occupied(mut entry) => {
-                    let incoming = trace::parse_traceparent(entry.get());
-                    let continued = incoming.is_some();
-                    let context = trace::propagate(incoming, sample_rate, &mut rng);
-                    entry.insert(trace::traceparent_value(&context));
-                    (context, continued)
+            let (context, continued) = if fields.may_have(Known::Traceparent) {
+                // One lookup to read the incoming traceparent and to replace it.
+                match req.headers_mut().entry(trace::TRACEPARENT) {
+                    header::Entry::Occupied(mut entry) => {
+                        let incoming = trace::parse_traceparent(entry.get());
+                        let continued = incoming.is_some();
+                        let context = trace::propagate(incoming, sample_rate, &mut rng);
+                        entry.insert(trace::traceparent_value(&context));
+                        (context, continued)
+                    }
+                    header::Entry::Vacant(entry) => {
+                        let context = trace::propagate(None, sample_rate, &mut rng);
+                        entry.insert(trace::traceparent_value(&context));
+                        (context, false)
+                    }
                 }
-                header::Entry::Vacant(entry) => {
-                    let context = trace::propagate(None, sample_rate, &mut rng);
-                    entry.insert(trace::traceparent_value(&context));
-                    (context, false)
-                }
+            } else {
+                let context = trace::propagate(None, sample_rate, &mut rng);
+                added.set_traceparent(context);
+                (context, false)
             };
-            if !continued {
+            if !continued && fields.may_have(Known::Tracestate) {
                 // tracestate belongs to the traceparent it came with (W3C Trace Context §3.3).
                 req.headers_mut().remove(trace::TRACESTATE);
             }
@@ -274,6 +295,10 @@ fn forward<'a>(
             .ok_or(ProxyError::BadRequest {
                 reason: "listener is being removed",
             })?;
+        if table.reads_added() {
+            // A route condition names a field the proxy adds: it sees the proxy's value.
+            added.into_map(req.headers_mut());
+        }
         let host = request_host(&req)?;
         let route = {
             let request = route::Request {
@@ -320,6 +345,10 @@ fn forward<'a>(
         };
         let cluster = cluster_state(&view, cluster)?;
         exchange.cluster = Some(Rc::clone(&cluster));
+        if let Some(HashKey::Header(_)) = cluster.hash_key() {
+            // The hash may be of a field the proxy adds.
+            added.into_map(req.headers_mut());
+        }
         let hash = request_hash(cluster.hash_key(), &req, conn.peer);
         let endpoint = cluster
             .pick(hash, &mut conn.worker.rng.borrow_mut())
@@ -328,7 +357,9 @@ fn forward<'a>(
             })?;
 
         let downstream_version = req.version();
-        let upgrade = downstream_version == Version::HTTP_11 && wants_upgrade(&req);
+        let upgrade = downstream_version == Version::HTTP_11
+            && fields.may_have(Known::Upgrade)
+            && wants_upgrade(&req);
         let on_upgrade = if upgrade {
             conn.upgrade.borrow_mut().take()
         } else {
@@ -349,7 +380,7 @@ fn forward<'a>(
         }
 
         exchange.upstream = Some(endpoint.addr());
-        let upstream_req = prepare_request(conn, req, route, protocol, upgrade)
+        let upstream_req = prepare_request(conn, req, route, protocol, upgrade, fields, &mut added)
             .await?
             .map(|body| body.counting(exchange.bytes_in.clone()));
         let in_flight = endpoint.start_request();
@@ -372,7 +403,7 @@ fn forward<'a>(
                 .await?
                 .map(UpstreamBody::Hyper)
         } else {
-            send_h1(&endpoint, upstream_req, downstream_version, &limit)
+            send_h1(&endpoint, upstream_req, &added, downstream_version, &limit)
                 .await?
                 .map(UpstreamBody::H1)
         };
@@ -393,7 +424,13 @@ fn forward<'a>(
                 }
             }
         }
-        headers::remove_hop_by_hop(response.headers_mut(), switching, false);
+        let fields = match response.body() {
+            UpstreamBody::H1(body) => body.fields(),
+            UpstreamBody::Hyper(_) => FieldSet::UNKNOWN,
+        };
+        if fields.may_have_hop_by_hop() {
+            headers::remove_hop_by_hop(response.headers_mut(), switching, false);
+        }
         headers::apply_changes(response.headers_mut(), route.response_headers());
         *response.version_mut() = downstream_version;
         Ok(response.map(|body| ResponseBody::upstream(body, Release::new(endpoint, in_flight))))
@@ -524,6 +561,8 @@ async fn prepare_request(
     route: &Route,
     protocol: Version,
     upgrade: bool,
+    fields: FieldSet,
+    added: &mut Added,
 ) -> Result<Request<RequestBody>, ProxyError> {
     let downstream_version = req.version();
     let (mut parts, mut body) = req.into_parts();
@@ -537,8 +576,15 @@ async fn prepare_request(
         None
     };
 
-    headers::remove_hop_by_hop(&mut parts.headers, upgrade, true);
-    headers::append_forwarded(&mut parts.headers, &conn.client_ip, "http");
+    if fields.may_have_hop_by_hop() {
+        headers::remove_hop_by_hop(&mut parts.headers, upgrade, true);
+    }
+    added.forward(&mut parts.headers, fields, &conn.client_ip, "http");
+    if protocol == Version::HTTP_2 || upgrade || !route.request_headers().is_empty() {
+        // Only the HTTP/1.1 client writes the held fields itself; a route's changes may
+        // concern them.
+        added.into_map(&mut parts.headers);
+    }
     headers::apply_changes(&mut parts.headers, route.request_headers());
 
     let path_and_query = rewritten_path(&parts.uri, route)?;
@@ -556,11 +602,17 @@ async fn prepare_request(
                 })?;
                 parts.headers.insert(header::HOST, value);
             }
-            None => {
+            None if fields.has(Known::Host) => {}
+            None if fields.may_have(Known::Host) => {
                 if let header::Entry::Vacant(entry) = parts.headers.entry(header::HOST) {
                     // Only HTTP/1.0 requests may come without any host.
                     entry.insert(HeaderValue::from_static("localhost"));
                 }
+            }
+            None => {
+                parts
+                    .headers
+                    .insert(header::HOST, HeaderValue::from_static("localhost"));
             }
         }
         parts.uri = Uri::from(path_and_query);
@@ -635,12 +687,13 @@ fn rewritten_path(uri: &Uri, route: &Route) -> Result<PathAndQuery, ProxyError> 
 fn send_h1<'a>(
     endpoint: &'a Rc<EndpointPool>,
     req: Request<RequestBody>,
+    added: &Added,
     downstream_version: Version,
     limit: &'a Limit<'a>,
 ) -> impl Future<Output = Result<Response<h1::Body>, ProxyError>> + 'a {
     let addr = endpoint.addr();
     let pooled = endpoint.checkout_h1();
-    let mut outgoing = h1::Outgoing::new(req);
+    let mut outgoing = h1::Outgoing::new(req, added);
     if downstream_version != Version::HTTP_2 {
         outgoing = outgoing.with_header_room(h1::HTTP1_HEADER_ROOM);
     }

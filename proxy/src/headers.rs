@@ -8,6 +8,8 @@ use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use strait_config::HeaderChanges;
 
+use crate::observe::{TraceContext, trace};
+
 const HOP_COUNT: usize = 7;
 
 /// Headers that apply to one connection only and are never forwarded (RFC 9110 §7.6.1, plus
@@ -29,6 +31,100 @@ pub const KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
 pub const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 const FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 const FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+
+/// A field name the proxy acts on, told apart once per distinct name: an HTTP/1.1 connection's
+/// name cache keeps it with the name, so the fields of a head are classed without comparing
+/// names again.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+pub enum Known {
+    Other,
+    Connection,
+    KeepAlive,
+    ProxyConnection,
+    ProxyAuthorization,
+    Te,
+    TransferEncoding,
+    Upgrade,
+    ContentLength,
+    Expect,
+    Host,
+    RequestId,
+    Traceparent,
+    Tracestate,
+    ForwardedFor,
+    ForwardedProto,
+}
+
+impl Known {
+    /// The class of `name`.
+    pub fn of(name: &HeaderName) -> Self {
+        match name.as_str() {
+            "connection" => Self::Connection,
+            "keep-alive" => Self::KeepAlive,
+            "proxy-connection" => Self::ProxyConnection,
+            "proxy-authorization" => Self::ProxyAuthorization,
+            "te" => Self::Te,
+            "transfer-encoding" => Self::TransferEncoding,
+            "upgrade" => Self::Upgrade,
+            "content-length" => Self::ContentLength,
+            "expect" => Self::Expect,
+            "host" => Self::Host,
+            "x-request-id" => Self::RequestId,
+            "traceparent" => Self::Traceparent,
+            "tracestate" => Self::Tracestate,
+            "x-forwarded-for" => Self::ForwardedFor,
+            "x-forwarded-proto" => Self::ForwardedProto,
+            _ => Self::Other,
+        }
+    }
+
+    const fn bit(self) -> u32 {
+        1 << self as u8
+    }
+}
+
+/// Which [`Known`] fields a header map may hold: a field whose bit is clear is certainly absent,
+/// so the request path skips its lookup. Heads parsed by the proxy know theirs exactly; a
+/// request from elsewhere (HTTP/2) is [`FieldSet::UNKNOWN`]: any field may be there.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FieldSet(u32);
+
+impl FieldSet {
+    /// Set when the set is exact: its fields are certainly present, too.
+    const EXACT: u32 = 1 << 31;
+    /// No known field.
+    pub const EMPTY: Self = Self(Self::EXACT);
+    /// Not known: every field may be present.
+    pub const UNKNOWN: Self = Self(!Self::EXACT);
+    const HOP_BY_HOP: u32 = Known::Connection.bit()
+        | Known::KeepAlive.bit()
+        | Known::ProxyConnection.bit()
+        | Known::ProxyAuthorization.bit()
+        | Known::Te.bit()
+        | Known::TransferEncoding.bit()
+        | Known::Upgrade.bit();
+
+    /// Notes that the map holds a field of class `known`.
+    pub fn insert(&mut self, known: Known) {
+        self.0 |= known.bit();
+    }
+
+    /// Whether the map may hold a field of class `known`.
+    pub fn may_have(self, known: Known) -> bool {
+        self.0 & known.bit() != 0
+    }
+
+    /// Whether the map certainly holds a field of class `known`.
+    pub fn has(self, known: Known) -> bool {
+        self.0 & Self::EXACT != 0 && self.may_have(known)
+    }
+
+    /// Whether the map may hold a hop-by-hop field ([`remove_hop_by_hop`] has work).
+    pub fn may_have_hop_by_hop(self) -> bool {
+        self.0 & Self::HOP_BY_HOP != 0
+    }
+}
 
 /// Removes hop-by-hop headers and those named in `Connection`.
 ///
@@ -119,16 +215,22 @@ pub fn client_ip_value(client: IpAddr) -> HeaderValue {
 /// Appends the client address (from [`client_ip_value`]) to `X-Forwarded-For` and the scheme
 /// to `X-Forwarded-Proto`.
 pub fn append_forwarded(headers: &mut HeaderMap, client: &HeaderValue, proto: &'static str) {
-    // Through `entry`: one lookup each, the common case (no such header yet) inserts at once.
-    if let header::Entry::Vacant(entry) = headers.entry(FORWARDED_FOR) {
-        entry.insert(client.clone());
+    append_one(headers, FORWARDED_FOR, client.clone(), client.as_bytes());
+    append_one(
+        headers,
+        FORWARDED_PROTO,
+        HeaderValue::from_static(proto),
+        proto.as_bytes(),
+    );
+}
+
+/// Sets `name` to `value` if absent, else appends `item` to its list.
+fn append_one(headers: &mut HeaderMap, name: HeaderName, value: HeaderValue, item: &[u8]) {
+    // Through `entry`: one lookup, the common case (no such header yet) inserts at once.
+    if let header::Entry::Vacant(entry) = headers.entry(&name) {
+        entry.insert(value);
     } else {
-        append_list(headers, FORWARDED_FOR, client.as_bytes());
-    }
-    if let header::Entry::Vacant(entry) = headers.entry(FORWARDED_PROTO) {
-        entry.insert(HeaderValue::from_static(proto));
-    } else {
-        append_list(headers, FORWARDED_PROTO, proto.as_bytes());
+        append_list(headers, name, item);
     }
 }
 
@@ -160,6 +262,12 @@ pub fn ensure_request_id(headers: &mut HeaderMap, rng: &mut fastrand::Rng) -> He
 
 /// A random UUID v4 in its usual text form.
 pub fn new_request_id(rng: &mut fastrand::Rng) -> HeaderValue {
+    HeaderValue::from_bytes(&request_id_text(rng))
+        .unwrap_or_else(|_| HeaderValue::from_static("invalid"))
+}
+
+/// The text of a random UUID v4: lowercase hex digits and dashes.
+pub fn request_id_text(rng: &mut fastrand::Rng) -> [u8; 36] {
     let mut bytes = rng.u128(..).to_be_bytes();
     bytes[6] = (bytes[6] & 0x0f) | 0x40;
     bytes[8] = (bytes[8] & 0x3f) | 0x80;
@@ -169,7 +277,118 @@ pub fn new_request_id(rng: &mut fastrand::Rng) -> HeaderValue {
     write_hex(&mut text[14..18], &bytes[6..8]);
     write_hex(&mut text[19..23], &bytes[8..10]);
     write_hex(&mut text[24..36], &bytes[10..16]);
-    HeaderValue::from_bytes(&text).unwrap_or_else(|_| HeaderValue::from_static("invalid"))
+    text
+}
+
+/// The fields the proxy adds to a request that came without them (a new request id, a new
+/// trace context, the forwarding fields), held apart from its header map until the request
+/// goes out: an HTTP/1.1 upstream gets them written into the head as they are
+/// ([`Added::write`]), without a map insertion each; any other way out (HTTP/2, an upgrade, a
+/// route that changes headers, a route or hash that reads them) moves them into the map first
+/// ([`Added::into_map`]). A field the request has is changed in its map instead.
+#[derive(Debug, Default)]
+pub struct Added {
+    request_id: Option<[u8; 36]>,
+    traceparent: Option<TraceContext>,
+    forwarded_for: Option<HeaderValue>,
+    forwarded_proto: Option<&'static str>,
+}
+
+impl Added {
+    /// Adds `x-request-id` with `id` (from [`request_id_text`]).
+    pub fn set_request_id(&mut self, id: [u8; 36]) {
+        self.request_id = Some(id);
+    }
+
+    /// Adds `traceparent` for `context`.
+    pub fn set_traceparent(&mut self, context: TraceContext) {
+        self.traceparent = Some(context);
+    }
+
+    /// Appends the client address to `X-Forwarded-For` and the scheme to `X-Forwarded-Proto`,
+    /// as [`append_forwarded`] does: held here for each that `fields` says the request lacks.
+    pub fn forward(
+        &mut self,
+        headers: &mut HeaderMap,
+        fields: FieldSet,
+        client: &HeaderValue,
+        proto: &'static str,
+    ) {
+        if fields.may_have(Known::ForwardedFor) {
+            append_one(headers, FORWARDED_FOR, client.clone(), client.as_bytes());
+        } else {
+            self.forwarded_for = Some(client.clone());
+        }
+        if fields.may_have(Known::ForwardedProto) {
+            append_one(
+                headers,
+                FORWARDED_PROTO,
+                HeaderValue::from_static(proto),
+                proto.as_bytes(),
+            );
+        } else {
+            self.forwarded_proto = Some(proto);
+        }
+    }
+
+    /// Whether no field is held.
+    pub fn is_empty(&self) -> bool {
+        self.request_id.is_none()
+            && self.traceparent.is_none()
+            && self.forwarded_for.is_none()
+            && self.forwarded_proto.is_none()
+    }
+
+    /// Moves the held fields into `headers`.
+    pub fn into_map(&mut self, headers: &mut HeaderMap) {
+        if let Some(id) = self.request_id.take()
+            && let Ok(value) = HeaderValue::from_bytes(&id)
+        {
+            headers.insert(REQUEST_ID, value);
+        }
+        if let Some(context) = self.traceparent.take() {
+            headers.insert(trace::TRACEPARENT, trace::traceparent_value(&context));
+        }
+        if let Some(client) = self.forwarded_for.take() {
+            headers.insert(FORWARDED_FOR, client);
+        }
+        if let Some(proto) = self.forwarded_proto.take() {
+            headers.insert(FORWARDED_PROTO, HeaderValue::from_static(proto));
+        }
+    }
+
+    /// The length of the field lines [`Added::write`] writes.
+    pub fn encoded_len(&self) -> usize {
+        // Name, ": ", value and CRLF each.
+        self.request_id.map_or(0, |id| 16 + id.len())
+            + self.traceparent.map_or(0, |_| 15 + trace::TRACEPARENT_LEN)
+            + (self.forwarded_for.as_ref()).map_or(0, |client| 19 + client.len())
+            + self.forwarded_proto.map_or(0, |proto| 21 + proto.len())
+    }
+
+    /// Writes the held fields as HTTP/1.1 field lines.
+    pub fn write(&self, head: &mut Vec<u8>) {
+        if let Some(id) = &self.request_id {
+            head.extend_from_slice(b"x-request-id: ");
+            head.extend_from_slice(id);
+            head.extend_from_slice(b"\r\n");
+        }
+        if let Some(context) = &self.traceparent {
+            head.extend_from_slice(b"traceparent: ");
+            head.extend_from_slice(&trace::traceparent_text(context));
+            head.extend_from_slice(b"\r\n");
+        }
+        if let Some(client) = &self.forwarded_for {
+            head.extend_from_slice(b"x-forwarded-for: ");
+            head.extend_from_slice(client.as_bytes());
+            head.extend_from_slice(b"\r\n");
+        }
+        if let Some(proto) = self.forwarded_proto {
+            head.extend_from_slice(b"x-forwarded-proto: ");
+            head.extend_from_slice(proto.as_bytes());
+            head.extend_from_slice(b"\r\n");
+        }
+    }
 }
 
 /// Each byte's two lowercase hex digits: one load per byte instead of two nibble lookups.
@@ -330,5 +549,95 @@ mod tests {
         write_hex(&mut out, &bytes);
         let expected: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
         assert_eq!(std::str::from_utf8(&out), Ok(expected.as_str()));
+    }
+
+    #[test]
+    fn known_names_are_classed_and_the_hop_by_hop_ones_agree_with_the_removal_list() {
+        for name in &HOP_BY_HOP {
+            let mut set = FieldSet::EMPTY;
+            set.insert(Known::of(name));
+            assert!(set.may_have_hop_by_hop(), "{name}");
+        }
+        let classed = [
+            (REQUEST_ID, Known::RequestId),
+            (trace::TRACEPARENT, Known::Traceparent),
+            (trace::TRACESTATE, Known::Tracestate),
+            (FORWARDED_FOR, Known::ForwardedFor),
+            (FORWARDED_PROTO, Known::ForwardedProto),
+            (header::HOST, Known::Host),
+            (header::CONTENT_LENGTH, Known::ContentLength),
+            (header::EXPECT, Known::Expect),
+            (HeaderName::from_static("x-other"), Known::Other),
+            (header::ACCEPT, Known::Other),
+        ];
+        for (name, known) in classed {
+            assert_eq!(Known::of(&name), known, "{name}");
+            let mut set = FieldSet::EMPTY;
+            set.insert(known);
+            assert!(!set.may_have_hop_by_hop(), "{name}");
+        }
+    }
+
+    #[test]
+    fn a_field_set_knows_absence_only_when_exact() {
+        let mut set = FieldSet::EMPTY;
+        assert!(!set.may_have(Known::Host) && !set.has(Known::Host));
+        set.insert(Known::Host);
+        assert!(set.may_have(Known::Host) && set.has(Known::Host));
+        assert!(!set.may_have(Known::RequestId));
+        assert!(!set.may_have_hop_by_hop());
+        let unknown = FieldSet::UNKNOWN;
+        assert!(unknown.may_have(Known::RequestId) && !unknown.has(Known::RequestId));
+        assert!(unknown.may_have(Known::ForwardedProto) && unknown.may_have_hop_by_hop());
+    }
+
+    #[test]
+    fn held_fields_are_written_as_field_lines_or_moved_into_the_map_alike() {
+        let mut rng = fastrand::Rng::with_seed(7);
+        let context = trace::propagate(None, 1.0, &mut rng);
+        let id = request_id_text(&mut rng);
+        let client = HeaderValue::from_static("10.1.2.3");
+        let mut added = Added::default();
+        assert!(added.is_empty());
+        added.set_request_id(id);
+        added.set_traceparent(context);
+        // The request has X-Forwarded-Proto: appended in its map; X-Forwarded-For is held.
+        let mut headers = map(&[("x-forwarded-proto", "https")]);
+        let mut fields = FieldSet::EMPTY;
+        fields.insert(Known::ForwardedProto);
+        added.forward(&mut headers, fields, &client, "http");
+        assert_eq!(headers["x-forwarded-proto"], "https, http");
+        assert!(!headers.contains_key("x-forwarded-for"));
+
+        let mut head = Vec::new();
+        added.write(&mut head);
+        assert_eq!(head.len(), added.encoded_len());
+        let text = String::from_utf8(head).unwrap();
+        let traceparent = trace::traceparent_value(&context);
+        let expected = format!(
+            "x-request-id: {}\r\ntraceparent: {}\r\nx-forwarded-for: 10.1.2.3\r\n",
+            std::str::from_utf8(&id).unwrap(),
+            traceparent.to_str().unwrap(),
+        );
+        assert_eq!(text, expected);
+
+        added.into_map(&mut headers);
+        assert!(added.is_empty());
+        assert_eq!(headers["x-request-id"], std::str::from_utf8(&id).unwrap());
+        assert_eq!(headers["traceparent"], traceparent);
+        assert_eq!(headers["x-forwarded-for"], "10.1.2.3");
+        assert_eq!(headers["x-forwarded-proto"], "https, http");
+        // Nothing is left to write.
+        let mut head = Vec::new();
+        added.write(&mut head);
+        assert!(head.is_empty());
+
+        // Without a known set, both go through the map.
+        let mut headers = map(&[("x-forwarded-for", "10.0.0.1")]);
+        let mut added = Added::default();
+        added.forward(&mut headers, FieldSet::UNKNOWN, &client, "http");
+        assert!(added.is_empty());
+        assert_eq!(headers["x-forwarded-for"], "10.0.0.1, 10.1.2.3");
+        assert_eq!(headers["x-forwarded-proto"], "http");
     }
 }

@@ -11,11 +11,11 @@ use std::pin::Pin;
 use std::task::{Context, Poll, ready};
 
 use bytes::{Buf, Bytes, BytesMut};
-use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::header::{HeaderMap, HeaderName, HeaderValue};
 use http_body::{Body, Frame};
 
 use crate::body::BodyError;
-use crate::headers::KEEP_ALIVE;
+use crate::headers::{FieldSet, Known};
 use crate::io::Socket;
 
 /// The longest chunk-size line (size and extensions).
@@ -248,46 +248,47 @@ pub fn push_field(head: &mut Vec<u8>, name: &str, value: &HeaderValue) {
 pub struct Names {
     /// The raw names, back to back.
     raw: Vec<u8>,
-    /// Each name and where its raw bytes end in `raw`.
-    names: Vec<(HeaderName, usize)>,
+    /// Each name, its class and where its raw bytes end in `raw`.
+    names: Vec<(HeaderName, Known, usize)>,
 }
 
 impl Names {
     const MAX: usize = 32;
     const MAX_RAW: usize = 1024;
 
-    /// The name of the head's field at `index`, whose raw bytes are `raw`.
+    /// The name of the head's field at `index`, whose raw bytes are `raw`, and its class.
     ///
     /// # Errors
     /// `raw` is not a valid field name.
-    pub fn name(&mut self, index: usize, raw: &[u8]) -> Result<HeaderName, &'static str> {
+    pub fn name(&mut self, index: usize, raw: &[u8]) -> Result<(HeaderName, Known), &'static str> {
         // Where this field's raw name starts in `raw`: known while the names kept so far reach
         // this position.
         let start = match index.checked_sub(1) {
             None => Some(0),
-            Some(before) => self.names.get(before).map(|&(_, end)| end),
+            Some(before) => self.names.get(before).map(|&(_, _, end)| end),
         };
-        if let (Some(start), Some((name, end))) = (start, self.names.get(index))
+        if let (Some(start), Some((name, known, end))) = (start, self.names.get(index))
             && self.raw.get(start..*end) == Some(raw)
         {
-            return Ok(name.clone());
+            return Ok((name.clone(), *known));
         }
         let name = HeaderName::from_bytes(raw).map_err(|_| "invalid header name")?;
+        let known = Known::of(&name);
         if let Some(start) = start {
             self.names.truncate(index);
             self.raw.truncate(start);
             if index < Self::MAX && start + raw.len() <= Self::MAX_RAW {
                 self.raw.extend_from_slice(raw);
-                self.names.push((name.clone(), self.raw.len()));
+                self.names.push((name.clone(), known, self.raw.len()));
             }
         }
-        Ok(name)
+        Ok((name, known))
     }
 }
 
 /// What a head's fields say about its framing and the connection's reuse, noted as the fields
 /// are read (no map lookups afterwards).
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct HeadFields {
     /// `Connection` has `close`.
     pub close: bool,
@@ -303,47 +304,75 @@ pub struct HeadFields {
     pub upgrade: bool,
     /// `Expect` is `100-continue`.
     pub expect_continue: bool,
+    /// The known fields kept for the header map (those `note` said yes to).
+    pub present: FieldSet,
+}
+
+impl Default for HeadFields {
+    fn default() -> Self {
+        Self {
+            close: false,
+            keep_alive: false,
+            transfer_encoding: false,
+            chunked_last: false,
+            content_length: None,
+            upgrade: false,
+            expect_continue: false,
+            present: FieldSet::EMPTY,
+        }
+    }
 }
 
 impl HeadFields {
-    /// Notes a field; false for the fields of this hop only that the response need not carry
-    /// on: `Keep-Alive`, and `Connection` unless it names other fields.
-    pub fn note(&mut self, name: &HeaderName, value: &[u8]) -> bool {
-        if *name == header::CONNECTION {
-            let mut other = false;
-            for token in value.split(|&b| b == b',').map(<[u8]>::trim_ascii) {
-                if token.eq_ignore_ascii_case(b"close") {
-                    self.close = true;
-                } else if token.eq_ignore_ascii_case(b"keep-alive") {
-                    self.keep_alive = true;
-                } else {
-                    self.upgrade |= token.eq_ignore_ascii_case(b"upgrade");
-                    other |= !token.is_empty();
+    /// Notes a field of class `known`; false for the fields of this hop only that the message
+    /// need not carry on: `Keep-Alive`, and `Connection` unless it names other fields.
+    pub fn note(&mut self, known: Known, value: &[u8]) -> bool {
+        let keep = match known {
+            Known::Other => return true,
+            Known::Connection => {
+                let mut other = false;
+                for token in value.split(|&b| b == b',').map(<[u8]>::trim_ascii) {
+                    if token.eq_ignore_ascii_case(b"close") {
+                        self.close = true;
+                    } else if token.eq_ignore_ascii_case(b"keep-alive") {
+                        self.keep_alive = true;
+                    } else {
+                        self.upgrade |= token.eq_ignore_ascii_case(b"upgrade");
+                        other |= !token.is_empty();
+                    }
                 }
+                // Kept when it names other fields: the forwarding path removes them, and it.
+                other
             }
-            // Kept when it names other fields: the forwarding path removes them, and it.
-            return other;
-        }
-        if *name == header::TRANSFER_ENCODING {
-            self.transfer_encoding = true;
-            self.chunked_last = value
-                .rsplit(|&b| b == b',')
-                .next()
-                .is_some_and(|t| t.trim_ascii().eq_ignore_ascii_case(b"chunked"));
-        } else if *name == header::CONTENT_LENGTH {
-            for part in value.split(|&b| b == b',') {
-                let n = parse_length(part.trim_ascii());
-                self.content_length = Some(match self.content_length {
-                    None => n,
-                    Some(length) => length.filter(|l| Some(*l) == n),
-                });
+            Known::TransferEncoding => {
+                self.transfer_encoding = true;
+                self.chunked_last = value
+                    .rsplit(|&b| b == b',')
+                    .next()
+                    .is_some_and(|t| t.trim_ascii().eq_ignore_ascii_case(b"chunked"));
+                true
             }
-        } else if *name == KEEP_ALIVE {
-            return false;
-        } else if *name == header::EXPECT {
-            self.expect_continue = value.trim_ascii().eq_ignore_ascii_case(b"100-continue");
+            Known::ContentLength => {
+                for part in value.split(|&b| b == b',') {
+                    let n = parse_length(part.trim_ascii());
+                    self.content_length = Some(match self.content_length {
+                        None => n,
+                        Some(length) => length.filter(|l| Some(*l) == n),
+                    });
+                }
+                true
+            }
+            Known::KeepAlive => false,
+            Known::Expect => {
+                self.expect_continue = value.trim_ascii().eq_ignore_ascii_case(b"100-continue");
+                true
+            }
+            _ => true,
+        };
+        if keep {
+            self.present.insert(known);
         }
-        true
+        keep
     }
 }
 

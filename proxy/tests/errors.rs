@@ -7,7 +7,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::{TestProxy, config, sample, scrape, single};
+use common::{TestProxy, config, raw, sample, scrape, single};
 use http_body_util::BodyExt;
 use strait_testkit::{
     BlackHole, ClosedPort, ResetServer, Upstream, h2c_client, http1_client, trace_init,
@@ -43,39 +43,10 @@ async fn connect_refused_is_502() {
     expect_error(&proxy, "/", 502, "connect_failed").await;
 }
 
-/// An upstream that reads each request head, then writes `answer` and closes, or without an
-/// answer resets the connection (SO_LINGER 0).
-async fn raw_upstream(answer: Option<&'static [u8]>) -> std::net::SocketAddr {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move {
-        while let Ok((mut stream, _)) = listener.accept().await {
-            let mut head = Vec::new();
-            let mut buf = [0u8; 1024];
-            while !head.windows(4).any(|w| w == b"\r\n\r\n") {
-                match tokio::io::AsyncReadExt::read(&mut stream, &mut buf).await {
-                    Ok(0) | Err(_) => break,
-                    Ok(n) => head.extend_from_slice(&buf[..n]),
-                }
-            }
-            match answer {
-                Some(bytes) => {
-                    let _ = tokio::io::AsyncWriteExt::write_all(&mut stream, bytes).await;
-                }
-                None => {
-                    let _ = socket2::SockRef::from(&stream).set_linger(Some(Duration::ZERO));
-                }
-            }
-            drop(stream);
-        }
-    });
-    addr
-}
-
 #[tokio::test]
 async fn upstream_reset_after_the_request_is_502() {
     let _trace = trace_init();
-    let proxy = TestProxy::start(&single("http1", &[raw_upstream(None).await]), 1);
+    let proxy = TestProxy::start(&single("http1", &[raw::upstream(None).await]), 1);
     expect_error(&proxy, "/", 502, "upstream_reset").await;
 }
 
@@ -87,7 +58,7 @@ async fn invalid_upstream_responses_are_502() {
         b"HTTP/1.1 200 OK\r\ncontent-length: 5, 6\r\n\r\nhello",
         b"HTTP/1.1 101 Switching Protocols\r\nupgrade: x\r\n\r\n",
     ] {
-        let proxy = TestProxy::start(&single("http1", &[raw_upstream(Some(answer)).await]), 1);
+        let proxy = TestProxy::start(&single("http1", &[raw::upstream(Some(answer)).await]), 1);
         expect_error(&proxy, "/", 502, "upstream_invalid_response").await;
         let resets = sample(
             &scrape(&proxy).await,

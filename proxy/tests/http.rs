@@ -8,7 +8,7 @@ mod common;
 use std::time::Duration;
 
 use bytes::Bytes;
-use common::{TestProxy, body_text, cluster, config, sample, scrape, single};
+use common::{TestProxy, body_text, cluster, config, raw, sample, scrape, single};
 use http::{Request, Version};
 use http_body_util::{BodyExt, Empty, Full};
 use strait_testkit::{Upstream, h2c_client, http1_client, read_body_checksum, trace_init};
@@ -155,6 +155,111 @@ async fn proxy_headers_follow_rfc_9110() {
         upstream.last_request().unwrap().header("x-request-id"),
         Some("given-id")
     );
+}
+
+/// The fields the proxy adds reach the upstream once each, whether written into an HTTP/1.1
+/// head as they are or put in the request's map first (a route condition reads one, a route
+/// changes headers, an HTTP/2 upstream or downstream).
+#[tokio::test]
+async fn added_fields_reach_the_upstream_once_each_whichever_way_out() {
+    let _trace = trace_init();
+    let upstream = Upstream::builder().name("a").start().await;
+    let routes = "- match: { prefix: /cond, headers: [{ name: x-request-id, present: true }] }\n  cluster: up\n\
+                  - match: { prefix: /changed }\n  cluster: up\n  request_headers:\n    remove: [x-request-id]\n    set: { x-forwarded-proto: https }\n\
+                  - match: { prefix: /to-h2 }\n  cluster: h2\n\
+                  - match: { prefix: /plain }\n  cluster: up\n\
+                  - match: { prefix: /h2c }\n  cluster: up\n";
+    let clusters =
+        cluster("up", "http1", &[upstream.addr()]) + &cluster("h2", "http2", &[upstream.addr()]);
+    let proxy = TestProxy::start(&config(routes, &clusters), 1);
+    let once = |path: &str, name: &str| -> Option<String> {
+        let seen = upstream
+            .requests()
+            .into_iter()
+            .rfind(|r| r.path() == path)?;
+        let values: Vec<_> = seen.headers.get_all(name).iter().collect();
+        assert!(
+            values.len() <= 1,
+            "{path}: {name} sent {} times",
+            values.len()
+        );
+        values.first().map(|v| v.to_str().unwrap().to_owned())
+    };
+    let h1 = http1_client(proxy.addr()).await.unwrap();
+    let h2 = h2c_client(proxy.addr()).await.unwrap();
+    for path in ["/plain", "/cond", "/to-h2"] {
+        let response = h1.get(path).await.unwrap();
+        assert_eq!(response.status(), 200, "{path}");
+    }
+    let response = h2.get("/h2c").await.unwrap();
+    assert_eq!(response.status(), 200, "/h2c");
+    let response = h1.get("/changed").await.unwrap();
+    assert_eq!(response.status(), 200, "/changed");
+
+    for path in ["/plain", "/cond", "/to-h2", "/h2c"] {
+        assert_eq!(
+            once(path, "x-request-id").map(|v| v.len()),
+            Some(36),
+            "{path}"
+        );
+        let traceparent = once(path, "traceparent").unwrap_or_default();
+        assert!(
+            traceparent.len() == 55 && traceparent.starts_with("00-"),
+            "{path}: {traceparent}"
+        );
+        assert_eq!(
+            once(path, "x-forwarded-for").as_deref(),
+            Some("127.0.0.1"),
+            "{path}"
+        );
+        assert_eq!(
+            once(path, "x-forwarded-proto").as_deref(),
+            Some("http"),
+            "{path}"
+        );
+    }
+    assert_eq!(
+        once("/changed", "x-request-id"),
+        None,
+        "removed by the route"
+    );
+    assert_eq!(
+        once("/changed", "x-forwarded-proto").as_deref(),
+        Some("https"),
+        "set by the route"
+    );
+    assert_eq!(
+        once("/changed", "x-forwarded-for").as_deref(),
+        Some("127.0.0.1")
+    );
+}
+
+#[tokio::test]
+async fn hop_by_hop_response_fields_stay_behind() {
+    let _trace = trace_init();
+    let upstream = raw::upstream(Some(
+        b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\nconnection: keep-alive, x-secret\r\n\
+          x-secret: s\r\nkeep-alive: timeout=5\r\nproxy-connection: keep-alive\r\n\
+          x-kept: k\r\n\r\nok",
+    ))
+    .await;
+    let proxy = TestProxy::start(&single("http1", &[upstream]), 1);
+    let client = http1_client(proxy.addr()).await.unwrap();
+    let response = client.get("/").await.unwrap();
+    assert_eq!(response.status(), 200);
+    let headers = response.headers();
+    assert_eq!(headers["x-kept"], "k");
+    for hop in ["x-secret", "keep-alive", "proxy-connection"] {
+        assert!(!headers.contains_key(hop), "{hop} forwarded: {headers:?}");
+    }
+    assert!(
+        headers
+            .get_all("connection")
+            .iter()
+            .all(|v| v != "keep-alive, x-secret"),
+        "{headers:?}"
+    );
+    assert_eq!(body_text(response).await, "ok");
 }
 
 /// Sends one raw request on a new connection and returns the response's status line; the whole

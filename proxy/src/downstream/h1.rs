@@ -44,6 +44,7 @@ use super::Busy;
 use crate::body::{Incoming, ResponseBody};
 use crate::error::ProxyError;
 use crate::forward::{self, Downstream};
+use crate::headers::{FieldSet, Known};
 use crate::http1::{self, BodyFraming, Chunk, Framing, HeadFields, Names, Output, Writer};
 use crate::io::Socket;
 use crate::upstream::h1;
@@ -109,6 +110,15 @@ impl Io {
 pub struct Body {
     io: Rc<RefCell<Io>>,
     request: u64,
+    /// The known fields of the request's head.
+    fields: FieldSet,
+}
+
+impl Body {
+    /// Which known fields the request's header map may hold, as its head had them.
+    pub fn fields(&self) -> FieldSet {
+        self.fields
+    }
 }
 
 impl http_body::Body for Body {
@@ -603,11 +613,12 @@ fn parse(
         0
     };
     let upgrade =
-        version == Version::HTTP_11 && noted.upgrade && headers.contains_key(header::UPGRADE);
+        version == Version::HTTP_11 && noted.upgrade && noted.present.may_have(Known::Upgrade);
     let head_request = method == Method::HEAD;
     let body = Body {
         io: Rc::clone(shared),
         request: *request,
+        fields: noted.present,
     };
     let mut request = Request::new(Incoming::Right(body));
     *request.method_mut() = method;
@@ -676,8 +687,8 @@ fn scan<'b>(
     let mut named = Vec::with_capacity(req.headers.len());
     let mut noted = HeadFields::default();
     for (index, field) in req.headers.iter().enumerate() {
-        let name = names.name(index, field.name.as_bytes()).map_err(bad)?;
-        if noted.note(&name, field.value) {
+        let (name, known) = names.name(index, field.name.as_bytes()).map_err(bad)?;
+        if noted.note(known, field.value) {
             let start = field.value.as_ptr() as usize - base;
             named.push((name, start, start + field.value.len()));
         }

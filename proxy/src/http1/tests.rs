@@ -18,7 +18,8 @@ fn chunk_sizes_are_hex_with_optional_extensions() {
 fn names_of(cache: &mut Names, head: &[&str]) -> Vec<HeaderName> {
     (head.iter().enumerate())
         .map(|(index, raw)| {
-            let name = cache.name(index, raw.as_bytes()).expect("valid name");
+            let (name, known) = cache.name(index, raw.as_bytes()).expect("valid name");
+            assert_eq!(known, Known::of(&name));
             assert_eq!(name, HeaderName::from_bytes(raw.as_bytes()).expect("valid"));
             name
         })

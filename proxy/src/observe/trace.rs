@@ -20,7 +20,8 @@ pub const TRACEPARENT: HeaderName = HeaderName::from_static("traceparent");
 pub const TRACESTATE: HeaderName = HeaderName::from_static("tracestate");
 
 /// Length of a version-00 `traceparent`: `00-` + 32 + `-` + 16 + `-` + 2.
-const LEN: usize = 55;
+pub const TRACEPARENT_LEN: usize = 55;
+const LEN: usize = TRACEPARENT_LEN;
 
 /// One position in a distributed trace, as carried by `traceparent`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -114,13 +115,19 @@ pub fn propagate(
 
 /// The version-00 `traceparent` value for `context`.
 pub fn traceparent_value(context: &TraceContext) -> HeaderValue {
-    let mut buf = [b'-'; LEN];
+    // Invariant: hex digits and '-' are visible ASCII, which HeaderValue accepts.
+    HeaderValue::from_bytes(&traceparent_text(context))
+        .expect("hex digits and dashes are valid header bytes")
+}
+
+/// The text of [`traceparent_value`].
+pub fn traceparent_text(context: &TraceContext) -> [u8; TRACEPARENT_LEN] {
+    let mut buf = [b'-'; TRACEPARENT_LEN];
     buf[0..2].copy_from_slice(b"00");
     write_hex(&mut buf[3..35], &context.trace_id);
     write_hex(&mut buf[36..52], &context.parent_id);
     write_hex(&mut buf[53..55], &[context.flags]);
-    // Invariant: hex digits and '-' are visible ASCII, which HeaderValue accepts.
-    HeaderValue::from_bytes(&buf).expect("hex digits and dashes are valid header bytes")
+    buf
 }
 
 /// The trace id as 32 lowercase hex digits, for logs; `std::str::from_utf8` on it never fails.

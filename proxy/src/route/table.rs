@@ -20,6 +20,9 @@ pub struct Request<'a> {
     pub headers: &'a HeaderMap,
 }
 
+/// The fields the proxy adds to a request before routing it, when the request has none.
+const ADDED_FIELDS: [&str; 2] = ["x-request-id", "traceparent"];
+
 /// A listener's virtual hosts and routes, indexed for matching.
 #[derive(Debug)]
 pub struct RouteTable {
@@ -28,6 +31,8 @@ pub struct RouteTable {
     suffix_hosts: Vec<(String, usize)>,
     any_host: Option<usize>,
     vhosts: Vec<VhostTable>,
+    /// A route condition names a field the proxy adds to requests without one.
+    reads_added: bool,
 }
 
 #[derive(Debug)]
@@ -64,12 +69,25 @@ impl RouteTable {
             .iter()
             .map(VhostTable::new)
             .collect();
+        let reads_added = listener
+            .virtual_hosts()
+            .iter()
+            .flat_map(|vhost| vhost.routes())
+            .flat_map(|route| route.matcher().headers())
+            .any(|condition| ADDED_FIELDS.contains(&condition.name()));
         Self {
             exact_hosts,
             suffix_hosts,
             any_host,
             vhosts,
+            reads_added,
         }
+    }
+
+    /// Whether a route condition names a field the proxy adds before routing (`x-request-id`,
+    /// `traceparent`): the request's map must then hold the proxy's values when it is routed.
+    pub fn reads_added(&self) -> bool {
+        self.reads_added
     }
 
     /// The first matching route, with its virtual host's index and its own index.

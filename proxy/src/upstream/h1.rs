@@ -27,6 +27,7 @@ use http_body::{Body as _, Frame, SizeHint};
 
 use super::OpenGuard;
 use crate::body::{BodyError, RequestBody};
+use crate::headers::{Added, FieldSet};
 use crate::http1::{
     self, BodyFraming, Chunk, Framing, HeadFields, Names, READ_MIN, WriteError, Writer,
     parse_length, push_field,
@@ -188,7 +189,7 @@ pub enum Failure {
 
 impl Outgoing {
     /// Encodes the head of `req`, an origin-form request (its URI is the path and query).
-    pub fn new(req: Request<RequestBody>) -> Self {
+    pub fn new(req: Request<RequestBody>, added: &Added) -> Self {
         let (parts, body) = req.into_parts();
         let declared = single_length(&parts.headers);
         let framing = match declared {
@@ -205,7 +206,9 @@ impl Outgoing {
         let fields: usize = (parts.headers.iter())
             .map(|(name, value)| name.as_str().len() + value.len() + 4)
             .sum();
-        let mut head = Vec::with_capacity(parts.method.as_str().len() + target.len() + fields + 64);
+        let mut head = Vec::with_capacity(
+            parts.method.as_str().len() + target.len() + fields + added.encoded_len() + 64,
+        );
         head.extend_from_slice(parts.method.as_str().as_bytes());
         head.push(b' ');
         head.extend_from_slice(target.as_bytes());
@@ -222,6 +225,7 @@ impl Outgoing {
                 push_field(&mut head, name.as_str(), value);
             }
         }
+        added.write(&mut head);
         match framing {
             Framing::Length(n) => {
                 // Writing to a Vec cannot fail.
@@ -321,6 +325,7 @@ impl Outgoing {
             framing: head.framing,
             writer: writer.map(Box::new),
             conn: Some(conn),
+            fields: head.fields,
         });
         *response.status_mut() = head.status;
         *response.version_mut() = head.version;
@@ -347,6 +352,7 @@ struct Head {
     headers: HeaderMap,
     framing: BodyFraming,
     keep_alive: bool,
+    fields: FieldSet,
 }
 
 #[derive(Debug)]
@@ -421,8 +427,8 @@ fn parse_head(
     let mut named = Vec::with_capacity(response.headers.len());
     let mut fields = HeadFields::default();
     for (index, field) in response.headers.iter().enumerate() {
-        let name = names.name(index, field.name.as_bytes())?;
-        if fields.note(&name, field.value) {
+        let (name, known) = names.name(index, field.name.as_bytes())?;
+        if fields.note(known, field.value) {
             let start = field.value.as_ptr() as usize - base;
             named.push((name, start, start + field.value.len()));
         }
@@ -471,6 +477,7 @@ fn parse_head(
         headers,
         framing,
         keep_alive,
+        fields: fields.present,
     })))
 }
 
@@ -482,9 +489,16 @@ pub struct Body {
     writer: Option<Box<Writer<RequestBody>>>,
     framing: BodyFraming,
     keep_alive: bool,
+    /// The known fields of the response's head.
+    fields: FieldSet,
 }
 
 impl Body {
+    /// Which known fields the response's header map may hold, as its head had them.
+    pub fn fields(&self) -> FieldSet {
+        self.fields
+    }
+
     /// The connection, if the exchange ended cleanly and the upstream keeps it alive.
     pub fn take_reusable(&mut self) -> Option<Connection> {
         let clean = matches!(self.framing, BodyFraming::Empty | BodyFraming::Length(0))

@@ -1,5 +1,6 @@
 //! Raw HTTP/1.1 on a TCP stream, for clients that misbehave on purpose: one response read in
-//! full, and a request head dribbled until the proxy cuts it off.
+//! full, and a request head dribbled until the proxy cuts it off; and an upstream that answers
+//! with fixed bytes.
 
 use std::time::Duration;
 
@@ -65,4 +66,33 @@ pub async fn read_until_closed(stream: &mut TcpStream, limit: Duration) -> (Vec<
             Ok(Ok(n)) => received.extend_from_slice(&buf[..n]),
         }
     }
+}
+
+/// An upstream that reads each request head, then writes `answer` and closes, or without an
+/// answer resets the connection (SO_LINGER 0).
+pub async fn upstream(answer: Option<&'static [u8]>) -> std::net::SocketAddr {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut stream, _)) = listener.accept().await {
+            let mut head = Vec::new();
+            let mut buf = [0u8; 1024];
+            while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                match stream.read(&mut buf).await {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => head.extend_from_slice(&buf[..n]),
+                }
+            }
+            match answer {
+                Some(bytes) => {
+                    let _ = stream.write_all(bytes).await;
+                }
+                None => {
+                    let _ = socket2::SockRef::from(&stream).set_linger(Some(Duration::ZERO));
+                }
+            }
+            drop(stream);
+        }
+    });
+    addr
 }

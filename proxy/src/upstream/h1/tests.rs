@@ -86,7 +86,8 @@ async fn exchange(
     req: Request<RequestBody>,
     response: &'static [u8],
 ) -> (String, Result<Response<Body>, Failure>, TcpStream) {
-    let (head, result, server) = send_to(Outgoing::new(req), response, false).await;
+    let (head, result, server) =
+        send_to(Outgoing::new(req, &Added::default()), response, false).await;
     (head, result, server.unwrap())
 }
 
@@ -268,7 +269,7 @@ async fn invalid_response_heads_are_refused() {
 #[tokio::test]
 async fn a_close_before_any_response_lets_only_idempotent_bodiless_requests_go_again() {
     for (req, replayable) in [(get("/"), true), (post(b"data"), false), (post(b""), false)] {
-        let (_, result, _) = send_to(Outgoing::new(req), b"", true).await;
+        let (_, result, _) = send_to(Outgoing::new(req, &Added::default()), b"", true).await;
         match result {
             Err(Failure::Unanswered(outgoing, _)) if replayable => {
                 // It goes again, whole, on another connection.
@@ -315,7 +316,7 @@ async fn an_idle_connection_stops_being_quiet_when_the_upstream_closes_it() {
 #[tokio::test]
 async fn a_close_after_an_interim_response_is_not_unanswered() {
     let interim = b"HTTP/1.1 100 Continue\r\n\r\n";
-    let (_, result, _) = send_to(Outgoing::new(get("/")), interim, true).await;
+    let (_, result, _) = send_to(Outgoing::new(get("/"), &Added::default()), interim, true).await;
     match result {
         Err(Failure::Closed(_)) => {}
         other => panic!("the upstream answered (100), so the GET must not go again: {other:?}"),
