@@ -241,11 +241,11 @@ fn forward<'a>(
             // The listener was removed and this connection drains: route it as before.
             view = retired;
         }
-        // The known fields the request's map may hold: those its head had, if the proxy parsed
-        // it; a field certainly absent is not looked up.
+        // The known fields the request's map holds: those its head had, if the proxy parsed
+        // it, else from its names; a field certainly absent is not looked up.
         let fields = match req.body() {
             Incoming::Right(body) => body.fields(),
-            Incoming::Left(_) => FieldSet::UNKNOWN,
+            Incoming::Left(_) => FieldSet::of_map(req.headers()),
         };
         let mut added = Added::default();
         {
@@ -486,20 +486,21 @@ fn request_host<B>(req: &Request<B>) -> Result<Cow<'_, str>, ProxyError> {
 /// common case), and whether it has uppercase letters, found in one pass without parsing an
 /// `Authority`; `None` for anything else (which takes the full parse).
 fn simple_host(value: &HeaderValue) -> Option<(&str, bool)> {
-    let text = value.to_str().ok()?;
+    let bytes = value.as_bytes();
+    // One table load per byte: what each byte may be in a host[:port].
     let mut upper = false;
     let mut colon = None;
-    for (at, byte) in text.bytes().enumerate() {
-        match byte {
-            b'a'..=b'z' | b'0'..=b'9' | b'.' | b'-' => {}
-            b'A'..=b'Z' => upper = true,
-            b':' if colon.is_none() => colon = Some(at),
-            _ => return None,
+    for (at, &byte) in bytes.iter().enumerate() {
+        match HOST_BYTES[usize::from(byte)] {
+            HostByte::Plain => {}
+            HostByte::Upper => upper = true,
+            HostByte::Colon if colon.is_none() => colon = Some(at),
+            HostByte::Colon | HostByte::Invalid => return None,
         }
     }
     let (host, port) = match colon {
-        Some(colon) => (&text[..colon], Some(&text.as_bytes()[colon + 1..])),
-        None => (text, None),
+        Some(colon) => (&bytes[..colon], Some(&bytes[colon + 1..])),
+        None => (bytes, None),
     };
     if host.is_empty() {
         return None;
@@ -521,8 +522,34 @@ fn simple_host(value: &HeaderValue) -> Option<(&str, bool)> {
         }
     }
     // Uppercase letters in the port fail the digit check above: any seen were in the host.
-    Some((host, upper))
+    // Only ASCII passed the table, so the host is valid UTF-8.
+    Some((std::str::from_utf8(host).ok()?, upper))
 }
+
+/// What a byte may be in a host of [`simple_host`].
+#[derive(Clone, Copy)]
+enum HostByte {
+    /// A lowercase letter, digit, dot or dash.
+    Plain,
+    Upper,
+    Colon,
+    Invalid,
+}
+
+const HOST_BYTES: [HostByte; 256] = {
+    let mut table = [HostByte::Invalid; 256];
+    let mut byte = 0;
+    while byte < 256 {
+        table[byte] = match byte as u8 {
+            b'a'..=b'z' | b'0'..=b'9' | b'.' | b'-' => HostByte::Plain,
+            b'A'..=b'Z' => HostByte::Upper,
+            b':' => HostByte::Colon,
+            _ => HostByte::Invalid,
+        };
+        byte += 1;
+    }
+    table
+};
 
 fn wants_upgrade<B>(req: &Request<B>) -> bool {
     req.headers().contains_key(header::UPGRADE)

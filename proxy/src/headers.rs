@@ -105,6 +105,15 @@ impl FieldSet {
         | Known::TransferEncoding.bit()
         | Known::Upgrade.bit();
 
+    /// The exact set of `headers`: one class lookup per distinct name.
+    pub fn of_map(headers: &HeaderMap) -> Self {
+        let mut set = Self::EMPTY;
+        for name in headers.keys() {
+            set.insert(Known::of(name));
+        }
+        set
+    }
+
     /// Notes that the map holds a field of class `known`.
     pub fn insert(&mut self, known: Known) {
         self.0 |= known.bit();
@@ -586,6 +595,10 @@ mod tests {
         assert!(set.may_have(Known::Host) && set.has(Known::Host));
         assert!(!set.may_have(Known::RequestId));
         assert!(!set.may_have_hop_by_hop());
+        let of_map = FieldSet::of_map(&map(&[("host", "a"), ("te", "trailers"), ("x-a", "b")]));
+        assert!(of_map.has(Known::Host) && of_map.may_have_hop_by_hop());
+        assert!(!of_map.may_have(Known::RequestId) && !of_map.may_have(Known::Upgrade));
+        assert!(!FieldSet::of_map(&map(&[("x-a", "b")])).may_have_hop_by_hop());
         let unknown = FieldSet::UNKNOWN;
         assert!(unknown.may_have(Known::RequestId) && !unknown.has(Known::RequestId));
         assert!(unknown.may_have(Known::ForwardedProto) && unknown.may_have_hop_by_hop());
