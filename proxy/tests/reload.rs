@@ -344,26 +344,38 @@ async fn an_http2_connection_that_starts_after_its_listener_is_removed_gets_goaw
     let (_proxy, _upstream, stream) = quiet_connection_to_a_removed_listener().await;
     let started = tokio::time::Instant::now();
     let io = hyper_util::rt::TokioIo::new(stream);
-    let (mut sender, connection) =
-        hyper::client::conn::http2::handshake(hyper_util::rt::TokioExecutor::new(), io)
-            .await
-            .unwrap();
-    let connection = tokio::spawn(connection);
+    let (mut sender, connection) = tokio::time::timeout(
+        Duration::from_secs(5),
+        hyper::client::conn::http2::handshake(hyper_util::rt::TokioExecutor::new(), io),
+    )
+    .await
+    .expect("the client's handshake within 5 s")
+    .unwrap();
+    let mut connection = tokio::spawn(connection);
     let request = http::Request::get("http://old/")
         .body(http_body_util::Empty::<Bytes>::new())
         .unwrap();
     // Sent with the preface, the request is normally served; a GOAWAY read before it was sent
     // refuses it instead (the client may retry elsewhere). Either way it is not cut midway.
-    if let Ok(response) = sender.send_request(request).await {
-        assert_eq!(response.status(), 200);
-        response.into_body().collect().await.unwrap();
-    }
+    let exchange = async {
+        if let Ok(response) = sender.send_request(request).await {
+            assert_eq!(response.status(), 200);
+            response.into_body().collect().await.unwrap();
+        }
+    };
+    let exchanged = tokio::time::timeout(Duration::from_secs(5), exchange).await;
     // The sender stays: with it dropped the client would end the connection itself.
-    let ended = tokio::time::timeout(Duration::from_secs(1), connection).await;
+    let ended = tokio::time::timeout(Duration::from_secs(1), &mut connection).await;
     assert!(
         ended.is_ok(),
         "the connection still open {:?} after the drain began",
         started.elapsed()
+    );
+    assert!(
+        exchanged.is_ok(),
+        "the request neither answered nor refused within 5 s, though the connection ended \
+         ({:?})",
+        ended
     );
     drop(sender);
 }
