@@ -225,10 +225,19 @@ fn invalid(reason: &'static str) -> io::Error {
 
 /// A Content-Length value: digits only, at most 19 of them.
 pub fn parse_length(value: &[u8]) -> Option<u64> {
-    if value.is_empty() || value.len() > 19 || !value.iter().all(u8::is_ascii_digit) {
+    if value.is_empty() || value.len() > 19 {
         return None;
     }
-    std::str::from_utf8(value).ok()?.parse().ok()
+    // 19 digits stay below u64::MAX: no overflow check.
+    let mut length = 0u64;
+    for &byte in value {
+        let digit = byte.wrapping_sub(b'0');
+        if digit > 9 {
+            return None;
+        }
+        length = length * 10 + u64::from(digit);
+    }
+    Some(length)
 }
 
 /// Appends `name: value\r\n`.
@@ -326,7 +335,13 @@ impl Default for HeadFields {
 impl HeadFields {
     /// Notes a field of class `known`; false for the fields of this hop only that the message
     /// need not carry on: `Keep-Alive`, and `Connection` unless it names other fields.
+    #[inline]
     pub fn note(&mut self, known: Known, value: &[u8]) -> bool {
+        // Most fields are none of these: no call for them.
+        known == Known::Other || self.note_known(known, value)
+    }
+
+    fn note_known(&mut self, known: Known, value: &[u8]) -> bool {
         let keep = match known {
             Known::Other => return true,
             Known::Connection => {

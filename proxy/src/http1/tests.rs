@@ -147,3 +147,33 @@ async fn bodies_decode_the_same_at_every_split_point() {
         }
     }
 }
+
+#[test]
+fn content_lengths_are_up_to_nineteen_digits() {
+    assert_eq!(parse_length(b"0"), Some(0));
+    assert_eq!(parse_length(b"1024"), Some(1024));
+    assert_eq!(parse_length(b"007"), Some(7));
+    assert_eq!(
+        parse_length(b"9999999999999999999"),
+        Some(9_999_999_999_999_999_999)
+    );
+    for bad in [
+        &b""[..],
+        b"18446744073709551615",
+        b"+1",
+        b"-1",
+        b" 1",
+        b"1 ",
+        b"1a",
+        b"0x10",
+        b"1/",
+        b"1:",
+    ] {
+        assert_eq!(
+            parse_length(bad),
+            None,
+            "{:?}",
+            String::from_utf8_lossy(bad)
+        );
+    }
+}
