@@ -79,8 +79,12 @@ impl Known {
         }
     }
 
+    /// The class's bit in a [`FieldSet`]; none for `Other`, which no set records.
     const fn bit(self) -> u32 {
-        1 << self as u8
+        match self {
+            Self::Other => 0,
+            _ => 1 << self as u8,
+        }
     }
 }
 
@@ -133,6 +137,40 @@ impl FieldSet {
     pub fn may_have_hop_by_hop(self) -> bool {
         self.0 & Self::HOP_BY_HOP != 0
     }
+}
+
+/// Field lines mixing every class the proxy acts on with others, in several spellings, for
+/// the parsers' tests.
+#[cfg(test)]
+pub(crate) const FIELD_LINES: [&str; 14] = [
+    "Host: a.example",
+    "Connection: keep-alive",
+    "connection: close, x-named",
+    "Keep-Alive: timeout=5",
+    "Proxy-Connection: keep-alive",
+    "TE: trailers",
+    "Upgrade: websocket",
+    "X-Request-Id: abc",
+    "traceparent: 00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+    "TraceState: v=1",
+    "X-Forwarded-For: 10.0.0.1",
+    "x-forwarded-proto: https",
+    "Accept: */*",
+    "x-named: 1",
+];
+
+/// Sets of [`FIELD_LINES`], each line ending in CRLF: every subset of a rotating window of
+/// six, so that each class comes with and without the others, in both orders.
+#[cfg(test)]
+pub(crate) fn field_line_sets() -> impl Iterator<Item = String> {
+    (0..FIELD_LINES.len()).flat_map(|start| {
+        (0u32..64).map(move |mask| {
+            (0..6)
+                .filter(|bit| mask & (1 << bit) != 0)
+                .map(|bit| format!("{}\r\n", FIELD_LINES[(start + bit) % FIELD_LINES.len()]))
+                .collect()
+        })
+    })
 }
 
 /// Removes hop-by-hop headers and those named in `Connection`.

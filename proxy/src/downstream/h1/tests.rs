@@ -247,3 +247,25 @@ fn a_head_parses_only_once_complete_whatever_the_split() {
     assert_eq!(parsed.request.uri(), "/upload?x=1");
     assert_eq!(parsed.request.headers()["x-long"], "0123456789");
 }
+
+#[test]
+fn the_field_set_of_a_parsed_request_is_exactly_that_of_its_map() {
+    let limits = HeadLimits {
+        max_bytes: 4096,
+        max_fields: 32,
+    };
+    for lines in crate::headers::field_line_sets() {
+        let head = format!("GET / HTTP/1.1\r\n{lines}\r\n");
+        let Ok(Some(parsed)) = parse_one(&head, limits) else {
+            panic!("not parsed: {head:?}");
+        };
+        let Incoming::Right(body) = parsed.request.body() else {
+            panic!("not this server's body");
+        };
+        assert_eq!(
+            body.fields(),
+            FieldSet::of_map(parsed.request.headers()),
+            "{head:?}"
+        );
+    }
+}

@@ -444,3 +444,12 @@ async fn the_room_for_a_response_head_follows_the_last_response() {
         conn.idle();
     }
 }
+
+#[test]
+fn the_field_set_of_a_parsed_response_is_exactly_that_of_its_map() {
+    for lines in crate::headers::field_line_sets() {
+        let raw = format!("HTTP/1.1 200 OK\r\ncontent-length: 0\r\n{lines}\r\n");
+        let head = parsed(raw.as_bytes(), false).unwrap();
+        assert_eq!(head.fields, FieldSet::of_map(&head.headers), "{raw:?}");
+    }
+}
