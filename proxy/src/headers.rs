@@ -94,6 +94,13 @@ impl Known {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct FieldSet(u32);
 
+impl Default for FieldSet {
+    /// An exact set of no field.
+    fn default() -> Self {
+        Self::EMPTY
+    }
+}
+
 impl FieldSet {
     /// Set when the set is exact: its fields are certainly present, too.
     const EXACT: u32 = 1 << 31;

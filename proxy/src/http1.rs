@@ -297,7 +297,7 @@ impl Names {
 
 /// What a head's fields say about its framing and the connection's reuse, noted as the fields
 /// are read (no map lookups afterwards).
-#[derive(Debug)]
+#[derive(Debug, Default)]
 pub struct HeadFields {
     /// `Connection` has `close`.
     pub close: bool,
@@ -315,21 +315,6 @@ pub struct HeadFields {
     pub expect_continue: bool,
     /// The known fields kept for the header map (those `note` said yes to).
     pub present: FieldSet,
-}
-
-impl Default for HeadFields {
-    fn default() -> Self {
-        Self {
-            close: false,
-            keep_alive: false,
-            transfer_encoding: false,
-            chunked_last: false,
-            content_length: None,
-            upgrade: false,
-            expect_continue: false,
-            present: FieldSet::EMPTY,
-        }
-    }
 }
 
 impl HeadFields {
