@@ -188,7 +188,8 @@ pub enum Failure {
 }
 
 impl Outgoing {
-    /// Encodes the head of `req`, an origin-form request (its URI is the path and query).
+    /// Encodes the head of `req`, an origin-form request (its URI is the path and query),
+    /// with the fields `added` holds after its own.
     pub fn new(req: Request<RequestBody>, added: &Added) -> Self {
         let (parts, body) = req.into_parts();
         let declared = single_length(&parts.headers);
