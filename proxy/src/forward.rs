@@ -613,6 +613,12 @@ async fn prepare_request(
         added.into_map(&mut parts.headers);
     }
     headers::apply_changes(&mut parts.headers, route.request_headers());
+    // The set tells the map as it came; a route's changes may have removed or added any field.
+    let fields = if route.request_headers().is_empty() {
+        fields
+    } else {
+        FieldSet::UNKNOWN
+    };
 
     let path_and_query = rewritten_path(&parts.uri, route)?;
     if protocol != Version::HTTP_2 {

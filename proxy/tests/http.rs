@@ -166,6 +166,7 @@ async fn added_fields_reach_the_upstream_once_each_whichever_way_out() {
     let upstream = Upstream::builder().name("a").start().await;
     let routes = "- match: { prefix: /cond, headers: [{ name: x-request-id, present: true }] }\n  cluster: up\n\
                   - match: { prefix: /changed }\n  cluster: up\n  request_headers:\n    remove: [x-request-id]\n    set: { x-forwarded-proto: https }\n\
+                  - match: { prefix: /no-host }\n  cluster: up\n  request_headers:\n    remove: [host]\n\
                   - match: { prefix: /to-h2 }\n  cluster: h2\n\
                   - match: { prefix: /plain }\n  cluster: up\n\
                   - match: { prefix: /h2c }\n  cluster: up\n";
@@ -232,6 +233,10 @@ async fn added_fields_reach_the_upstream_once_each_whichever_way_out() {
         once("/changed", "x-forwarded-for").as_deref(),
         Some("127.0.0.1")
     );
+    // A route that removes Host: the HTTP/1.1 upstream request still gets one.
+    let response = h1.get("/no-host").await.unwrap();
+    assert_eq!(response.status(), 200, "/no-host");
+    assert_eq!(once("/no-host", "host").as_deref(), Some("localhost"));
 }
 
 #[tokio::test]
