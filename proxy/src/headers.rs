@@ -89,8 +89,9 @@ impl Known {
 }
 
 /// Which [`Known`] fields a header map may hold: a field whose bit is clear is certainly absent,
-/// so the request path skips its lookup. Heads parsed by the proxy know theirs exactly; a
-/// request from elsewhere (HTTP/2) is [`FieldSet::UNKNOWN`]: any field may be there.
+/// so the request path skips its lookup. Heads the proxy parses record theirs exactly, and
+/// [`FieldSet::of_map`] reads any map's; a response from hyper's client (HTTP/2, upgrades) is
+/// [`FieldSet::UNKNOWN`]: any field may be there.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct FieldSet(u32);
 
@@ -266,18 +267,6 @@ pub fn client_ip_value(client: IpAddr) -> HeaderValue {
     HeaderValue::from_bytes(text).unwrap_or_else(|_| HeaderValue::from_static("unknown"))
 }
 
-/// Appends the client address (from [`client_ip_value`]) to `X-Forwarded-For` and the scheme
-/// to `X-Forwarded-Proto`.
-pub fn append_forwarded(headers: &mut HeaderMap, client: &HeaderValue, proto: &'static str) {
-    append_one(headers, FORWARDED_FOR, client.clone(), client.as_bytes());
-    append_one(
-        headers,
-        FORWARDED_PROTO,
-        HeaderValue::from_static(proto),
-        proto.as_bytes(),
-    );
-}
-
 /// Sets `name` to `value` if absent, else appends `item` to its list.
 fn append_one(headers: &mut HeaderMap, name: HeaderName, value: HeaderValue, item: &[u8]) {
     // Through `entry`: one lookup, the common case (no such header yet) inserts at once.
@@ -359,8 +348,9 @@ impl Added {
         self.traceparent = Some(context);
     }
 
-    /// Appends the client address to `X-Forwarded-For` and the scheme to `X-Forwarded-Proto`,
-    /// as [`append_forwarded`] does: held here for each that `fields` says the request lacks.
+    /// Appends the client address (from [`client_ip_value`]) to `X-Forwarded-For` and the
+    /// scheme to `X-Forwarded-Proto`: in `headers` when the request may have the field, else
+    /// held here.
     pub fn forward(
         &mut self,
         headers: &mut HeaderMap,
@@ -537,11 +527,10 @@ mod tests {
     #[test]
     fn appends_forwarded_headers() {
         let mut h = map(&[("x-forwarded-for", "10.0.0.1")]);
-        append_forwarded(
-            &mut h,
-            &client_ip_value("127.0.0.2".parse().unwrap()),
-            "http",
-        );
+        let mut added = Added::default();
+        let client = client_ip_value("127.0.0.2".parse().unwrap());
+        added.forward(&mut h, FieldSet::UNKNOWN, &client, "http");
+        assert!(added.is_empty(), "a map of unknown fields gets both");
         assert_eq!(h["x-forwarded-for"], "10.0.0.1, 127.0.0.2");
         assert_eq!(h["x-forwarded-proto"], "http");
     }
@@ -549,11 +538,10 @@ mod tests {
     #[test]
     fn appends_forwarded_headers_to_empty_and_ipv6() {
         let mut h = map(&[("x-forwarded-proto", "https")]);
-        append_forwarded(
-            &mut h,
-            &client_ip_value("2001:db8::1".parse().unwrap()),
-            "http",
-        );
+        let mut added = Added::default();
+        let client = client_ip_value("2001:db8::1".parse().unwrap());
+        added.forward(&mut h, FieldSet::UNKNOWN, &client, "http");
+        assert!(added.is_empty(), "a map of unknown fields gets both");
         assert_eq!(h["x-forwarded-for"], "2001:db8::1");
         assert_eq!(h["x-forwarded-proto"], "https, http");
     }
