@@ -19,6 +19,7 @@ pub mod error;
 pub mod forward;
 pub mod headers;
 pub mod http1;
+pub mod http2;
 pub mod io;
 pub mod metrics;
 pub mod observe;
