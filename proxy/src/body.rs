@@ -15,7 +15,7 @@ use http_body::{Body, Frame, SizeHint};
 
 use tokio::time::Instant;
 
-use crate::downstream::{BusyGuard, h1 as server};
+use crate::downstream::{BusyGuard, h1 as server, h2 as h2_server};
 use crate::forward::Downstream;
 use crate::observe::LogRecord;
 use crate::upstream::{EndpointPool, InFlight, h1};
@@ -23,9 +23,9 @@ use crate::upstream::{EndpointPool, InFlight, h1};
 /// A response body's error: hyper's, or one from an HTTP/1.1 upstream.
 pub type BodyError = Box<dyn std::error::Error + Send + Sync>;
 
-/// The body of a downstream request, as its connection reads it: from hyper's HTTP/2 server
+/// The body of a downstream request, as its connection reads it: from an HTTP/2 stream
 /// (`Left`) or from an HTTP/1.1 connection (`Right`).
-pub type Incoming = http_body_util::Either<hyper::body::Incoming, server::Body>;
+pub type Incoming = http_body_util::Either<h2_server::Body, server::Body>;
 
 /// The body of a request on its way upstream.
 #[derive(Debug, Default)]

@@ -2,8 +2,8 @@
 //!
 //! HTTP/1.1 is served by [`h1`], which enforces the head limits: a request head over
 //! `max_header_bytes` or with more than `max_headers` fields gets 431, a malformed head 400 and
-//! a closed connection. HTTP/2 is hyper's, with explicit stream, header-list and reset-flood
-//! limits. The worker's idle sweep
+//! a closed connection. HTTP/2 is served by [`h2`], with its stream, header-list and
+//! reset-flood limits. The worker's idle sweep
 //! ([`IdleSweep`]) closes an HTTP/1.1 connection whose request head did not arrive within
 //! `header_read_timeout` (counted from the previous response on a kept-alive connection), and
 //! gracefully any connection that moves no byte for `idle_timeout`, as is every connection of a
@@ -24,24 +24,20 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use hyper::rt::{Read, ReadBuf};
-use hyper::server::conn::http2;
-use hyper::service::service_fn;
-use hyper_util::rt::TokioTimer;
 use strait_config::Limits;
 use tokio::sync::Notify;
 use tokio::time::Instant;
 
 pub mod h1;
+pub mod h2;
 mod idle;
 
 pub use idle::IdleSweep;
 
 use self::idle::{Check, HeadWait};
-use crate::body::Incoming;
-use crate::forward::{self, Downstream};
+use crate::forward::Downstream;
 use crate::io::{Activity, Socket};
 use crate::metrics::ListenerStats;
-use crate::worker::LocalExec;
 
 /// How long an HTTP/1.1 connection must stay quiet (no request in flight, no byte moved, its
 /// reader waiting) before it is parked: its state and buffers are dropped and only the socket
@@ -56,7 +52,7 @@ const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 #[derive(Debug)]
 pub struct Builder {
     h1: h1::HeadLimits,
-    h2: http2::Builder<LocalExec>,
+    h2: h2::Limits,
     /// The bound on the wait for a request head, which a parked connection keeps.
     header_read_timeout: Duration,
 }
@@ -68,15 +64,13 @@ pub fn builder(limits: &Limits) -> Builder {
         max_bytes: limits.max_header_bytes,
         max_fields: limits.max_headers,
     };
-    let mut h2 = http2::Builder::new(LocalExec);
-    h2.timer(TokioTimer::new())
-        .max_concurrent_streams(limits.http2_max_concurrent_streams)
-        .max_header_list_size(u32::try_from(limits.max_header_bytes).unwrap_or(u32::MAX))
-        .max_pending_accept_reset_streams(limits.http2_max_pending_accept_reset_streams)
-        .max_local_error_reset_streams(limits.http2_max_local_error_reset_streams)
-        .initial_stream_window_size(1024 * 1024)
-        .initial_connection_window_size(4 * 1024 * 1024)
-        .max_send_buf_size(1024 * 1024);
+    let h2 = h2::Limits {
+        max_streams: limits.http2_max_concurrent_streams,
+        max_header_list: limits.max_header_bytes,
+        max_fields: limits.max_headers,
+        max_client_resets: limits.http2_max_pending_accept_reset_streams,
+        max_local_resets: limits.http2_max_local_error_reset_streams,
+    };
     Builder {
         h1,
         h2,
@@ -121,15 +115,6 @@ pub async fn serve(
     let drain_timeout = conn.drain.timeout;
     let state = Rc::clone(&conn);
     let busy = Busy::default();
-    let service = {
-        let busy = busy.clone();
-        let conn = Rc::clone(&conn);
-        service_fn(move |req: http::Request<hyper::body::Incoming>| {
-            // Not wrapped in an `async` block: the block would keep the request a second time
-            // in the state of every request's task.
-            forward::handle(Rc::clone(&conn), req.map(Incoming::Left), busy.enter())
-        })
-    };
     // When bytes last moved, as the sweep knows it (kept across parks).
     let mut last_active = Instant::now();
     // Armed when the listener starts draining.
@@ -177,19 +162,20 @@ pub async fn serve(
         state.http2.set(true);
         // Boxed, like the HTTP/1.1 connection below, so that the task of a connection stays
         // small while parked (a future is as large as its largest state).
-        let mut connection = Box::pin(builder.h2.serve_connection(socket, service));
+        let connection = Box::new(h2::Connection::new(socket, conn, busy, builder.h2));
+        let mut running = Box::pin(connection.run());
         let mut closing = false;
         // Only the timeout matters: an HTTP/2 connection is never parked.
         let idle = sweep.watch(activity, idle_timeout, last_active, None);
         if draining {
             // The drain began while the preface was read: GOAWAY at once, as below.
             closing = true;
-            connection.as_mut().graceful_shutdown();
+            connection.graceful_shutdown();
         }
         loop {
             tokio::select! {
                 biased;
-                result = connection.as_mut() => {
+                result = running.as_mut() => {
                     if let Err(err) = result {
                         tracing::debug!(error = %err, "downstream connection ended with an error");
                     }
@@ -200,7 +186,7 @@ pub async fn serve(
                     start_draining(deadline.as_mut());
                     if !closing {
                         closing = true;
-                        connection.as_mut().graceful_shutdown();
+                        connection.graceful_shutdown();
                     }
                 }
                 () = &mut deadline, if draining => {
@@ -209,7 +195,7 @@ pub async fn serve(
                 }
                 _ = idle.check(), if !closing => {
                     closing = true;
-                    connection.as_mut().graceful_shutdown();
+                    connection.graceful_shutdown();
                 }
             }
         }
@@ -219,7 +205,6 @@ pub async fn serve(
     // counts from its start, not from the unpark (a client dribbling a head cannot outlive the
     // timeout by pausing).
     let mut head_since: Option<Instant> = None;
-    drop(service);
     let connection = h1::Connection::new(socket, conn, busy.clone(), builder.h1);
     loop {
         let mut running = Box::pin(connection.run());

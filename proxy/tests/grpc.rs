@@ -94,3 +94,36 @@ fn tokio_stream_from(
 ) -> impl futures_util::Stream<Item = Bytes> + Send + 'static {
     futures_util::stream::poll_fn(move |cx| rx.poll_recv(cx))
 }
+
+/// Interop: a gRPC client not written here (Python grpcio, gRPC's C core) through the proxy's
+/// HTTP/2 server. Needs `python3` with `grpcio` (CI installs it); `STRAIT_SKIP_GRPCIO=1` skips.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn grpcio_client_calls_of_every_kind() {
+    let _trace = trace_init();
+    if std::env::var_os("STRAIT_SKIP_GRPCIO").is_some() {
+        eprintln!("STRAIT_SKIP_GRPCIO is set: not running the grpcio interop test");
+        return;
+    }
+    let upstream = GrpcEcho::start().await;
+    let proxy = TestProxy::start(&single("http2", &[upstream.addr()]), 1);
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/grpc/grpcio_client.py");
+    let addr = proxy.addr().to_string();
+    let run = tokio::task::spawn_blocking(move || {
+        std::process::Command::new("python3")
+            .args([script, &addr])
+            .output()
+    });
+    let output = tokio::time::timeout(std::time::Duration::from_secs(60), run)
+        .await
+        .expect("the grpcio client ends within 60 s")
+        .unwrap()
+        .expect("python3 runs");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        output.status.success(),
+        "the grpcio client failed (pip install grpcio, or set STRAIT_SKIP_GRPCIO=1):\n{stderr}"
+    );
+    assert_eq!(String::from_utf8_lossy(&output.stdout).trim(), "ok");
+    // 1 unary + 1 failing + 1 large + 3 streams + 64 concurrent.
+    assert_eq!(upstream.calls_seen(), 70);
+}

@@ -821,6 +821,16 @@ thread_local! {
 
 /// Appends a `Date` field for now (RFC 9110 §6.6.1: a proxy adds it when the origin did not).
 fn push_date(head: &mut Vec<u8>) {
+    with_date(|date| {
+        head.extend_from_slice(b"date: ");
+        head.extend_from_slice(date);
+        head.extend_from_slice(b"\r\n");
+    });
+}
+
+/// Calls `f` with the value of a `Date` field for now (formatted once a second per thread);
+/// not at all when the clock cannot be read.
+pub(super) fn with_date(f: impl FnOnce(&[u8])) {
     let now = SystemTime::now();
     let second = now
         .duration_since(SystemTime::UNIX_EPOCH)
@@ -835,9 +845,7 @@ fn push_date(head: &mut Vec<u8>) {
             }
         }
         if date.0 == second {
-            head.extend_from_slice(b"date: ");
-            head.extend_from_slice(&date.1);
-            head.extend_from_slice(b"\r\n");
+            f(&date.1);
         }
     });
 }

@@ -1,6 +1,7 @@
 //! The in-process proxy harness shared by the integration tests.
 #![allow(dead_code, unreachable_pub)]
 
+pub mod h2raw;
 pub mod load;
 pub mod process;
 pub mod raw;

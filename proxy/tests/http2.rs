@@ -1,0 +1,432 @@
+//! The proxy's own HTTP/2 server (RFC 9113) against clients that break the protocol, flood it
+//! or read slowly: malformed requests are reset and never reach an upstream, protocol errors
+//! end the connection with the right GOAWAY, limits hold, windows are followed both ways, and
+//! a client's reset cancels its upstream request.
+
+#![allow(clippy::unwrap_used)] // test helpers unwrap: a failure is the test failing
+
+mod common;
+
+use std::time::Duration;
+
+use common::h2raw::{self, Outcome, RawH2, block, get};
+use common::{TestProxy, single};
+use http_body_util::BodyExt;
+use strait_testkit::{Upstream, eventually, h2c_client, pattern_byte, trace_init};
+use tokio::time::Instant;
+
+const LIMIT: Duration = Duration::from_secs(5);
+
+/// A frame to send: type, flags, stream, payload.
+type RawFrame = (u8, u8, u32, Vec<u8>);
+
+#[tokio::test]
+async fn malformed_requests_are_reset_and_never_reach_the_upstream() {
+    let _trace = trace_init();
+    let upstream = Upstream::start().await;
+    let proxy = TestProxy::start(&single("http1", &[upstream.addr()]), 1);
+    let mut client = RawH2::connect(proxy.addr()).await;
+    let with = |extra: &[(&'static str, &'static str)]| {
+        let mut fields = get("/");
+        fields.extend_from_slice(extra);
+        fields
+    };
+    let cases: Vec<(&str, Vec<(&str, &str)>)> = vec![
+        ("upper-case name", with(&[("X-Upper", "1")])),
+        ("connection", with(&[("connection", "keep-alive")])),
+        ("keep-alive", with(&[("keep-alive", "timeout=5")])),
+        (
+            "transfer-encoding",
+            with(&[("transfer-encoding", "chunked")]),
+        ),
+        ("upgrade", with(&[("upgrade", "websocket")])),
+        ("te other than trailers", with(&[("te", "gzip")])),
+        ("leading space in a value", with(&[("x-a", " b")])),
+        ("unknown pseudo-field", with(&[(":protocol", "websocket")])),
+        (
+            "pseudo-field after a regular one",
+            vec![
+                (":method", "GET"),
+                (":scheme", "http"),
+                ("x-a", "b"),
+                (":path", "/"),
+            ],
+        ),
+        ("repeated :path", with(&[(":path", "/again")])),
+        (
+            "no :path",
+            vec![(":method", "GET"), (":scheme", "http"), (":authority", "a")],
+        ),
+        (
+            "no :scheme",
+            vec![(":method", "GET"), (":authority", "a"), (":path", "/")],
+        ),
+        (
+            "empty :path",
+            vec![(":method", "GET"), (":scheme", "http"), (":path", "")],
+        ),
+        (
+            "content-length with no body",
+            with(&[("content-length", "5")]),
+        ),
+        (
+            "two content-lengths",
+            with(&[("content-length", "1"), ("content-length", "2")]),
+        ),
+    ];
+    let mut id = 1;
+    for (what, fields) in &cases {
+        client.headers(id, fields, true).await;
+        assert_eq!(
+            client.outcome(id).await,
+            Outcome::Reset(h2raw::PROTOCOL_ERROR),
+            "{what}"
+        );
+        id += 2;
+    }
+    // The connection survives, and a valid request is the first the upstream sees (a request
+    // forwarded before it would have arrived first).
+    client.headers(id, &with(&[("x-fine", "yes")]), true).await;
+    let Outcome::Response(status, _) = client.outcome(id).await else {
+        panic!("the valid request was reset");
+    };
+    assert_eq!(status, 200);
+    assert_eq!(
+        upstream.requests_seen(),
+        1,
+        "only the valid request reached the upstream"
+    );
+    id += 2;
+
+    // A body longer than its content-length.
+    client
+        .headers(id, &with(&[("content-length", "3")]), false)
+        .await;
+    client
+        .send(h2raw::DATA, h2raw::END_STREAM, id, b"abcde")
+        .await;
+    assert_eq!(
+        client.outcome(id).await,
+        Outcome::Reset(h2raw::PROTOCOL_ERROR),
+        "body past its length"
+    );
+    id += 2;
+    // Shorter than its content-length.
+    client
+        .headers(id, &with(&[("content-length", "9")]), false)
+        .await;
+    client
+        .send(h2raw::DATA, h2raw::END_STREAM, id, b"abc")
+        .await;
+    assert_eq!(
+        client.outcome(id).await,
+        Outcome::Reset(h2raw::PROTOCOL_ERROR),
+        "body short of its length"
+    );
+    id += 2;
+    // The connection still serves.
+    client.headers(id, &get("/"), true).await;
+    assert!(matches!(
+        client.outcome(id).await,
+        Outcome::Response(200, _)
+    ));
+}
+
+#[tokio::test]
+async fn protocol_errors_end_the_connection_with_their_goaway() {
+    let _trace = trace_init();
+    let upstream = Upstream::start().await;
+    let proxy = TestProxy::start(&single("http1", &[upstream.addr()]), 1);
+    let open = block(&get("/delay/1000"));
+    let cases: Vec<(&str, Vec<RawFrame>, u32)> = vec![
+        (
+            "DATA on stream 0",
+            vec![(h2raw::DATA, 0, 0, b"x".to_vec())],
+            h2raw::PROTOCOL_ERROR,
+        ),
+        (
+            "DATA on an idle stream",
+            vec![(h2raw::DATA, 0, 9, b"x".to_vec())],
+            h2raw::PROTOCOL_ERROR,
+        ),
+        (
+            "a frame over 16 KiB",
+            vec![(0xfa, 0, 0, vec![0; 16_385])],
+            h2raw::FRAME_SIZE_ERROR,
+        ),
+        (
+            "SETTINGS of 5 bytes",
+            vec![(h2raw::SETTINGS, 0, 0, vec![0; 5])],
+            h2raw::FRAME_SIZE_ERROR,
+        ),
+        (
+            "PING of 7 bytes",
+            vec![(h2raw::PING, 0, 0, vec![0; 7])],
+            h2raw::FRAME_SIZE_ERROR,
+        ),
+        (
+            "connection window past 2^31-1",
+            vec![(
+                h2raw::WINDOW_UPDATE,
+                0,
+                0,
+                0x7fff_ffff_u32.to_be_bytes().to_vec(),
+            )],
+            h2raw::FLOW_CONTROL_ERROR,
+        ),
+        (
+            "WINDOW_UPDATE of 0",
+            vec![(h2raw::WINDOW_UPDATE, 0, 0, vec![0; 4])],
+            h2raw::PROTOCOL_ERROR,
+        ),
+        (
+            "an index past the HPACK tables",
+            vec![(
+                h2raw::HEADERS,
+                h2raw::END_HEADERS | h2raw::END_STREAM,
+                1,
+                vec![0xff, 0x40],
+            )],
+            h2raw::COMPRESSION_ERROR,
+        ),
+        (
+            "CONTINUATION without HEADERS",
+            vec![(h2raw::CONTINUATION, h2raw::END_HEADERS, 1, open.clone())],
+            h2raw::PROTOCOL_ERROR,
+        ),
+        (
+            "a header block interrupted",
+            vec![
+                (h2raw::HEADERS, 0, 1, open.clone()),
+                (h2raw::PING, 0, 0, vec![0; 8]),
+            ],
+            h2raw::PROTOCOL_ERROR,
+        ),
+        (
+            "PUSH_PROMISE",
+            vec![(h2raw::PUSH_PROMISE, h2raw::END_HEADERS, 1, vec![0; 4])],
+            h2raw::PROTOCOL_ERROR,
+        ),
+        (
+            "HEADERS on an even stream",
+            vec![(
+                h2raw::HEADERS,
+                h2raw::END_HEADERS | h2raw::END_STREAM,
+                2,
+                open.clone(),
+            )],
+            h2raw::PROTOCOL_ERROR,
+        ),
+        (
+            "empty DATA frames without end",
+            std::iter::once((h2raw::HEADERS, h2raw::END_HEADERS, 1, open.clone()))
+                .chain((0..200).map(|_| (h2raw::DATA, 0, 1, Vec::new())))
+                .collect(),
+            h2raw::ENHANCE_YOUR_CALM,
+        ),
+        (
+            "an endless header block",
+            std::iter::once((h2raw::HEADERS, 0, 1, open.clone()))
+                .chain((0..20).map(|_| (h2raw::CONTINUATION, 0, 1, vec![0x40; 16_384])))
+                .collect(),
+            h2raw::ENHANCE_YOUR_CALM,
+        ),
+    ];
+    for (what, frames, code) in cases {
+        let mut client = RawH2::connect(proxy.addr()).await;
+        for (kind, flags, stream, payload) in frames {
+            client.send(kind, flags, stream, &payload).await;
+        }
+        assert_eq!(client.goaway().await, Some(code), "{what}");
+        assert!(
+            client.next().await.is_none(),
+            "{what}: the connection closes after GOAWAY"
+        );
+    }
+    // Only the stream the empty DATA frames follow was a request (it may have gone upstream
+    // before the flood ended its connection).
+    assert!(
+        upstream.requests_seen() <= 1,
+        "{} requests went upstream",
+        upstream.requests_seen()
+    );
+}
+
+#[tokio::test]
+async fn oversized_header_lists_get_431_and_streams_past_the_limit_are_refused() {
+    let _trace = trace_init();
+    let upstream = Upstream::start().await;
+    let proxy = TestProxy::start(&single("http1", &[upstream.addr()]), 1);
+    let mut client = RawH2::connect(proxy.addr()).await;
+
+    // 70 KiB of fields (the limit is 64 KiB), in HEADERS and CONTINUATION frames.
+    let big = "v".repeat(14 * 1024);
+    let mut fields = get("/");
+    let names = ["x-a", "x-b", "x-c", "x-d", "x-e"];
+    fields.extend(names.iter().map(|name| (*name, big.as_str())));
+    let encoded = block(&fields);
+    let (first, rest) = encoded.split_at(16_384);
+    client
+        .send(h2raw::HEADERS, h2raw::END_STREAM, 1, first)
+        .await;
+    let chunks: Vec<&[u8]> = rest.chunks(16_384).collect();
+    for (i, chunk) in chunks.iter().enumerate() {
+        let flags = if i + 1 == chunks.len() {
+            h2raw::END_HEADERS
+        } else {
+            0
+        };
+        client.send(h2raw::CONTINUATION, flags, 1, chunk).await;
+    }
+    let Outcome::Response(status, response) = client.outcome(1).await else {
+        panic!("reset instead of 431");
+    };
+    assert_eq!(status, 431);
+    assert!(
+        response
+            .iter()
+            .any(|(name, value)| name == "x-strait-error" && value == "request_head_too_large"),
+        "{response:?}"
+    );
+
+    // More than 100 fields.
+    let many: Vec<String> = (0..101).map(|i| format!("x-{i}")).collect();
+    let mut fields = get("/");
+    fields.extend(many.iter().map(|name| (name.as_str(), "1")));
+    client.headers(3, &fields, true).await;
+    assert!(matches!(client.outcome(3).await, Outcome::Response(431, _)));
+
+    // 100 streams may be open at once; the 101st is refused.
+    let waiting = get("/delay/2000");
+    for i in 0..100 {
+        client.headers(5 + 2 * i, &waiting, true).await;
+    }
+    client.headers(205, &waiting, true).await;
+    assert_eq!(
+        client.outcome(205).await,
+        Outcome::Reset(h2raw::REFUSED_STREAM)
+    );
+    assert!(
+        eventually(LIMIT, || upstream.requests_seen() == 100).await,
+        "the 100 streams reached the upstream, not the 431s: {}",
+        upstream.requests_seen()
+    );
+}
+
+#[tokio::test]
+async fn response_bodies_wait_for_a_slow_readers_window() {
+    let _trace = trace_init();
+    let upstream = Upstream::start().await;
+    let proxy = TestProxy::start(&single("http1", &[upstream.addr()]), 1);
+    let tcp = tokio::net::TcpStream::connect(proxy.addr()).await.unwrap();
+    // Windows of 1 KiB: the proxy may send no more until the client gives them back.
+    let (client, connection) = h2::client::Builder::new()
+        .initial_window_size(1024)
+        .initial_connection_window_size(1024)
+        .handshake::<_, bytes::Bytes>(tcp)
+        .await
+        .unwrap();
+    tokio::spawn(connection);
+    let mut client = client.ready().await.unwrap();
+    let request = http::Request::get(format!("http://{}/bytes/300000", proxy.addr()))
+        .body(())
+        .unwrap();
+    let (response, _) = client.send_request(request, true).unwrap();
+    let response = tokio::time::timeout(LIMIT, response)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let mut body = response.into_body();
+    let mut received = Vec::new();
+    let started = Instant::now();
+    while let Some(chunk) = tokio::time::timeout(LIMIT, body.data()).await.unwrap() {
+        let chunk = chunk.unwrap();
+        assert!(
+            chunk.len() <= 1024,
+            "a frame past the window: {}",
+            chunk.len()
+        );
+        received.extend_from_slice(&chunk);
+        body.flow_control().release_capacity(chunk.len()).unwrap();
+        assert!(started.elapsed() < Duration::from_secs(20), "too slow");
+    }
+    assert_eq!(received.len(), 300_000);
+    assert!(
+        received
+            .iter()
+            .enumerate()
+            .all(|(i, &b)| b == pattern_byte(i as u64)),
+        "the body arrives intact"
+    );
+}
+
+#[tokio::test]
+async fn a_client_reset_cancels_its_upstream_request() {
+    let _trace = trace_init();
+    let upstream = Upstream::builder().name("a").http1_only().start().await;
+    let proxy = TestProxy::start(&single("http1", &[upstream.addr()]), 1);
+    let mut client = RawH2::connect(proxy.addr()).await;
+    client.headers(1, &get("/delay/4000"), true).await;
+    assert!(
+        eventually(LIMIT, || upstream.requests_seen() == 1).await,
+        "the request never reached the upstream"
+    );
+    assert_eq!(upstream.connections_open(), 1);
+    client
+        .send(h2raw::RST_STREAM, 0, 1, &8_u32.to_be_bytes())
+        .await;
+    let reset = Instant::now();
+    assert!(
+        eventually(LIMIT, || upstream.connections_open() == 0).await,
+        "the upstream connection stayed open"
+    );
+    assert!(
+        reset.elapsed() < Duration::from_secs(2),
+        "{:?}",
+        reset.elapsed()
+    );
+    // The connection goes on.
+    client.headers(3, &get("/"), true).await;
+    assert!(matches!(client.outcome(3).await, Outcome::Response(200, _)));
+}
+
+#[tokio::test]
+async fn responses_carry_date_and_length_and_no_connection_fields() {
+    let _trace = trace_init();
+    let upstream = Upstream::start().await;
+    let proxy = TestProxy::start(&single("http1", &[upstream.addr()]), 1);
+    let client = h2c_client(proxy.addr()).await.unwrap();
+    let response = client.get("/bytes/5000").await.unwrap();
+    assert_eq!(response.status(), 200);
+    let headers = response.headers().clone();
+    assert!(headers.contains_key(http::header::DATE), "{headers:?}");
+    assert_eq!(headers[http::header::CONTENT_LENGTH], "5000");
+    for name in ["connection", "keep-alive", "transfer-encoding"] {
+        assert!(!headers.contains_key(name), "{name} sent: {headers:?}");
+    }
+    let body = response.into_body().collect().await.unwrap().to_bytes();
+    assert_eq!(body.len(), 5000);
+    let head = client
+        .send(
+            http::Request::head(format!("http://{}/bytes/5000", proxy.addr()))
+                .body(http_body_util::Empty::<bytes::Bytes>::new())
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(head.status(), 200);
+    assert_eq!(
+        head.headers()[http::header::CONTENT_LENGTH],
+        "5000",
+        "HEAD keeps the length"
+    );
+    assert!(
+        head.into_body()
+            .collect()
+            .await
+            .unwrap()
+            .to_bytes()
+            .is_empty()
+    );
+}
