@@ -430,3 +430,67 @@ async fn responses_carry_date_and_length_and_no_connection_fields() {
             .is_empty()
     );
 }
+
+#[tokio::test]
+async fn a_drain_sends_goaway_and_lets_open_streams_finish() {
+    let _trace = trace_init();
+    let upstream = Upstream::start().await;
+    let proxy = TestProxy::start(&single("http1", &[upstream.addr()]), 1);
+    let mut client = RawH2::connect(proxy.addr()).await;
+    client.headers(1, &get("/delay/300"), true).await;
+    assert!(
+        eventually(LIMIT, || upstream.requests_seen() == 1).await,
+        "the request never reached the upstream"
+    );
+    let stopping = tokio::task::spawn_blocking(move || proxy.stop());
+    let mut goaway = None;
+    let mut status = None;
+    let mut ended = false;
+    while let Some(frame) = client.next().await {
+        match frame.kind {
+            h2raw::GOAWAY => {
+                assert!(status.is_none(), "GOAWAY comes before the response");
+                let last = u32::from_be_bytes(frame.payload[..4].try_into().unwrap());
+                goaway = Some((last, frame.code()));
+            }
+            h2raw::HEADERS => status = Some(client.status(&frame)),
+            h2raw::DATA if frame.flags & h2raw::END_STREAM != 0 => ended = true,
+            _ => {}
+        }
+    }
+    assert_eq!(goaway, Some((1, 0)), "GOAWAY NO_ERROR naming stream 1");
+    assert_eq!(status, Some(200), "the open stream was answered");
+    assert!(ended, "its body ended before the connection closed");
+    tokio::time::timeout(LIMIT, stopping)
+        .await
+        .unwrap()
+        .unwrap();
+}
+
+#[tokio::test]
+async fn a_requests_fields_are_its_own_on_a_busy_connection() {
+    let _trace = trace_init();
+    let upstream = Upstream::start().await;
+    let proxy = TestProxy::start(&single("http1", &[upstream.addr()]), 1);
+    // Header maps of responses are reused for later requests' heads on the connection.
+    let client = h2c_client(proxy.addr()).await.unwrap();
+    for i in 0..3 {
+        let request = http::Request::get(format!("http://{}/bytes/10", proxy.addr()))
+            .header("x-turn", i.to_string())
+            .body(http_body_util::Empty::<bytes::Bytes>::new())
+            .unwrap();
+        let response = client.send(request).await.unwrap();
+        assert_eq!(response.status(), 200);
+        assert!(response.headers().contains_key("x-upstream"));
+        response.into_body().collect().await.unwrap();
+        let seen = upstream.last_request().unwrap();
+        assert_eq!(seen.headers["x-turn"], i.to_string().as_str());
+        for name in ["x-upstream", "date", "content-length"] {
+            assert!(
+                !seen.headers.contains_key(name),
+                "request {i} carried the response's {name}: {:?}",
+                seen.headers
+            );
+        }
+    }
+}

@@ -155,7 +155,12 @@ struct State {
     client_resets: usize,
     /// Streams reset for the client's errors.
     local_resets: usize,
+    /// Header maps of responses sent, emptied, for the next requests' heads.
+    spare_maps: Vec<HeaderMap>,
 }
+
+/// The most header maps a connection keeps for reuse.
+const SPARE_MAPS: usize = 8;
 
 /// One open stream: its request body as received, and its response's window.
 #[derive(Debug)]
@@ -274,6 +279,12 @@ impl Out {
                             self.segments.pop_front();
                         }
                     }
+                    None if n == self.tail.len() => {
+                        // All out: the buffer is written again from its start (an advance
+                        // would leave the room before it unused until a reserve).
+                        self.tail.clear();
+                        n = 0;
+                    }
                     None => {
                         self.tail.advance(n);
                         n = 0;
@@ -385,6 +396,7 @@ impl Connection {
             recv_unacked: 0,
             client_resets: 0,
             local_resets: 0,
+            spare_maps: Vec::new(),
         };
         Self {
             shared: Rc::new(Shared {
@@ -724,7 +736,8 @@ impl Connection {
         block: &Bytes,
     ) -> Result<(), ConnError> {
         let limits = self.shared.limits;
-        let mut fields = Fields::new(limits);
+        let spare = self.shared.state.borrow_mut().spare_maps.pop();
+        let mut fields = Fields::new(limits, spare);
         reader
             .decoder
             .decode(block, &mut |name, value, sensitive| {
@@ -804,10 +817,12 @@ impl Connection {
                     request,
                     self.shared.busy.enter(),
                 );
+                // Boxed: the task is made by moving its future twice, and the exchange's is
+                // most of it.
                 tokio::task::spawn_local(stream::respond(
                     Rc::clone(&self.shared),
                     id,
-                    exchange,
+                    Box::pin(exchange),
                     head_request,
                 ))
             }
@@ -1089,14 +1104,18 @@ struct Fields {
 }
 
 impl Fields {
-    fn new(limits: Limits) -> Self {
+    /// The fields of a head to be decoded into `spare` (a map kept from an earlier response)
+    /// or a new map with room for a usual request's fields and those the proxy adds.
+    fn new(limits: Limits, spare: Option<HeaderMap>) -> Self {
         Self {
             limits,
             method: None,
             scheme: None,
             authority: None,
             path: None,
-            headers: HeaderMap::new(),
+            headers: spare.unwrap_or_else(|| {
+                HeaderMap::with_capacity(crate::upstream::h1::HTTP1_HEADER_ROOM + ADDED_FIELDS)
+            }),
             content_length: None,
             malformed: None,
             pseudo_seen: false,

@@ -167,6 +167,16 @@ impl RawH2 {
         }
     }
 
+    /// The `:status` of a HEADERS frame's block (decoded, so the table stays in step).
+    pub fn status(&mut self, frame: &Frame) -> u16 {
+        let fields = self.note(frame).expect("a HEADERS frame");
+        let (_, status) = fields
+            .iter()
+            .find(|(name, _)| name == ":status")
+            .expect(":status");
+        status.parse().unwrap()
+    }
+
     /// Decodes a HEADERS frame's block (the proxy sends each in one frame) to keep the
     /// decoder's table in step.
     fn note(&mut self, frame: &Frame) -> Option<Vec<(String, String)>> {

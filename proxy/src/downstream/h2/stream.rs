@@ -139,6 +139,11 @@ pub(super) async fn respond(
             body.size_hint().exact()
         };
         send_head(&mut state, id, parts.status, &parts.headers, exact, end);
+        if state.spare_maps.len() < super::SPARE_MAPS
+            && let Some(map) = crate::upstream::h1::spare_map(parts.headers)
+        {
+            state.spare_maps.push(map);
+        }
         if end {
             finish(&shared, &mut state, id);
             return;
