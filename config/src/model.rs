@@ -154,8 +154,9 @@ pub struct Limits {
     pub idle_timeout: Duration,
     /// HTTP/2 concurrent streams per connection. Default 100.
     pub http2_max_concurrent_streams: u32,
-    /// HTTP/2 streams reset by the client before the proxy accepted them, per connection,
-    /// before the connection is closed (rapid reset, CVE-2023-44487). Default 50.
+    /// HTTP/2 streams reset by the client before their response ended, per connection,
+    /// before the connection is closed (rapid reset, CVE-2023-44487); each stream answered in
+    /// full takes one off the count. Default 50. (The name is hyper's, whose limit this was.)
     pub http2_max_pending_accept_reset_streams: usize,
     /// HTTP/2 streams the proxy resets because of client errors, per connection, before the
     /// connection is closed. Default 50.

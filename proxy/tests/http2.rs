@@ -10,7 +10,7 @@ mod common;
 use std::time::Duration;
 
 use common::h2raw::{self, Outcome, RawH2, block, get};
-use common::{TestProxy, single};
+use common::{TestProxy, sample, scrape, single};
 use http_body_util::BodyExt;
 use strait_testkit::{Upstream, eventually, h2c_client, pattern_byte, trace_init};
 use tokio::time::Instant;
@@ -130,6 +130,15 @@ async fn malformed_requests_are_reset_and_never_reach_the_upstream() {
         client.outcome(id).await,
         Outcome::Response(200, _)
     ));
+    let metrics = scrape(&proxy).await;
+    assert_eq!(
+        sample(
+            &metrics,
+            r#"strait_http2_streams_reset_total{listener="test",by="proxy"}"#
+        ),
+        Some((cases.len() + 2) as f64),
+        "every reset counted"
+    );
 }
 
 #[tokio::test]
@@ -232,6 +241,7 @@ async fn protocol_errors_end_the_connection_with_their_goaway() {
             h2raw::ENHANCE_YOUR_CALM,
         ),
     ];
+    let count = cases.len();
     for (what, frames, code) in cases {
         let mut client = RawH2::connect(proxy.addr()).await;
         for (kind, flags, stream, payload) in frames {
@@ -249,6 +259,15 @@ async fn protocol_errors_end_the_connection_with_their_goaway() {
         upstream.requests_seen() <= 1,
         "{} requests went upstream",
         upstream.requests_seen()
+    );
+    let metrics = scrape(&proxy).await;
+    assert_eq!(
+        sample(
+            &metrics,
+            r#"strait_http2_connection_errors_total{listener="test"}"#
+        ),
+        Some(count as f64),
+        "every connection error counted"
     );
 }
 
@@ -389,6 +408,14 @@ async fn a_client_reset_cancels_its_upstream_request() {
     // The connection goes on.
     client.headers(3, &get("/"), true).await;
     assert!(matches!(client.outcome(3).await, Outcome::Response(200, _)));
+    let metrics = scrape(&proxy).await;
+    assert_eq!(
+        sample(
+            &metrics,
+            r#"strait_http2_streams_reset_total{listener="test",by="client"}"#
+        ),
+        Some(1.0)
+    );
 }
 
 #[tokio::test]
@@ -493,4 +520,31 @@ async fn a_requests_fields_are_its_own_on_a_busy_connection() {
             );
         }
     }
+}
+
+#[tokio::test]
+async fn a_client_that_cancels_now_and_then_is_not_cut_off() {
+    let _trace = trace_init();
+    let upstream = Upstream::start().await;
+    let proxy = TestProxy::start(&single("http1", &[upstream.addr()]), 1);
+    let mut client = RawH2::connect(proxy.addr()).await;
+    // Three times the reset limit (50), each cancel between answered requests.
+    let mut id = 1;
+    for _ in 0..150 {
+        client.headers(id, &get("/"), true).await;
+        assert!(
+            matches!(client.outcome(id).await, Outcome::Response(200, _)),
+            "stream {id}"
+        );
+        client.headers(id + 2, &get("/delay/1000"), true).await;
+        client
+            .send(h2raw::RST_STREAM, 0, id + 2, &8_u32.to_be_bytes())
+            .await;
+        id += 4;
+    }
+    client.headers(id, &get("/"), true).await;
+    assert!(matches!(
+        client.outcome(id).await,
+        Outcome::Response(200, _)
+    ));
 }

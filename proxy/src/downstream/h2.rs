@@ -454,6 +454,8 @@ impl Connection {
                 .and_then(|e| e.downcast_ref::<ProtocolError>())
             {
                 // The client broke the protocol: GOAWAY says how, then the connection closes.
+                tracing::debug!(error = %err, "HTTP/2 connection error");
+                self.shared.conn.stats.http2_connection_errors.inc();
                 let last = state.last_stream;
                 frame::put_goaway(&mut state.out.tail, last, err.0.reason);
                 state.going_away = true;
@@ -779,6 +781,7 @@ impl Connection {
         }
         if state.streams.len() >= limits.max_streams as usize {
             frame::put_reset(&mut state.out.tail, id, Reason::REFUSED_STREAM);
+            self.shared.conn.stats.http2_proxy_resets.inc();
             state.wake_writer();
             return Ok(());
         }
@@ -852,6 +855,7 @@ impl Connection {
     /// Resets a stream for the client's error; too many such resets end the connection.
     fn local_reset(&self, state: &mut State, id: u32, reason: Reason) -> Result<(), ConnError> {
         state.reset(id, reason);
+        self.shared.conn.stats.http2_proxy_resets.inc();
         state.local_resets += 1;
         if state.local_resets > self.shared.limits.max_local_resets {
             return Err(conn_error(
@@ -900,6 +904,7 @@ impl Connection {
         let mut stream = state.streams.swap_remove(index);
         if !stream.send_closed {
             state.client_resets += 1;
+            self.shared.conn.stats.http2_client_resets.inc();
         }
         state.forget(&mut stream, reason);
         if state.client_resets > self.shared.limits.max_client_resets {

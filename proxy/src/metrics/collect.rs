@@ -130,6 +130,8 @@ impl Collector for Collected {
         let mut cluster_counters: [BTreeMap<Labels, u64>; 7] = Default::default();
         let mut pending = BTreeMap::new();
         let mut active = BTreeMap::new();
+        let mut http2_resets = BTreeMap::new();
+        let mut http2_errors = BTreeMap::new();
         for shard in &self.shards {
             let worker = shard.worker().to_string();
             worker_requests.insert(labels([("worker", &worker)]), shard.requests.get());
@@ -139,6 +141,16 @@ impl Collector for Collected {
                 let key = labels([("listener", &l.name), ("worker", &worker)]);
                 *conn_total.entry(key.clone()).or_default() += l.connections_total.get();
                 *conn_active.entry(key).or_default() += l.connections_active.get();
+                for (by, counter) in [
+                    ("client", &l.http2_client_resets),
+                    ("proxy", &l.http2_proxy_resets),
+                ] {
+                    let key = labels([("listener", &l.name), ("by", by)]);
+                    *http2_resets.entry(key).or_default() += counter.get();
+                }
+                *http2_errors
+                    .entry(labels([("listener", &l.name)]))
+                    .or_default() += l.http2_connection_errors.get();
                 let entry: &mut ([u64; 15], u64) =
                     duration.entry(labels([("listener", &l.name)])).or_default();
                 entry.1 += l.duration.add_into(&mut entry.0);
@@ -197,6 +209,18 @@ impl Collector for Collected {
             "strait_downstream_connections_active",
             "Downstream connections open.",
             conn_active,
+        )?;
+        counters(
+            e,
+            "strait_http2_streams_reset",
+            "HTTP/2 streams reset before their response ended, by the client or the proxy.",
+            http2_resets,
+        )?;
+        counters(
+            e,
+            "strait_http2_connection_errors",
+            "HTTP/2 connections ended by the proxy with GOAWAY and an error code.",
+            http2_errors,
         )?;
         counters(
             e,

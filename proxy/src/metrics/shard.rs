@@ -69,6 +69,14 @@ pub struct ListenerStats {
     pub duration: Histogram,
     /// Responses to requests that matched no route, by status class.
     pub unrouted: [Counter; 5],
+    /// HTTP/2 streams reset by the client before their response ended.
+    pub http2_client_resets: Counter,
+    /// HTTP/2 streams the proxy reset: malformed requests, the client's stream errors,
+    /// streams past the concurrency limit, response bodies that failed upstream.
+    pub http2_proxy_resets: Counter,
+    /// HTTP/2 connections the proxy ended with GOAWAY and an error code (protocol errors,
+    /// floods, reset limits).
+    pub http2_connection_errors: Counter,
 }
 
 /// Per route, per worker: responses by target cluster and status class.
@@ -160,6 +168,9 @@ impl Shard {
             connections_active: Gauge::default(),
             duration: Histogram::default(),
             unrouted: Default::default(),
+            http2_client_resets: Counter::default(),
+            http2_proxy_resets: Counter::default(),
+            http2_connection_errors: Counter::default(),
         });
         list.push(Arc::clone(&stats));
         stats

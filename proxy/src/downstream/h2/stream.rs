@@ -162,6 +162,7 @@ pub(super) async fn respond(
             Ok(frame) => frame,
             Err(err) => {
                 tracing::debug!(stream = id, error = %err, "response body failed");
+                shared.conn.stats.http2_proxy_resets.inc();
                 shared.state.borrow_mut().reset(id, Reason::INTERNAL_ERROR);
                 return;
             }
