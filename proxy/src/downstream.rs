@@ -194,8 +194,14 @@ pub async fn serve(
                     return;
                 }
                 _ = idle.check(), if !closing => {
+                    // GOAWAY; a client that then neither finishes nor reads is cut off at
+                    // the drain timeout.
                     closing = true;
                     connection.graceful_shutdown();
+                    if !draining {
+                        draining = true;
+                        deadline.as_mut().reset(Instant::now() + drain_timeout);
+                    }
                 }
             }
         }

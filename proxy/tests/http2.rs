@@ -548,3 +548,32 @@ async fn a_client_that_cancels_now_and_then_is_not_cut_off() {
         Outcome::Response(200, _)
     ));
 }
+
+#[tokio::test]
+async fn a_stalled_stream_does_not_keep_an_idle_connection_open() {
+    let _trace = trace_init();
+    let upstream = Upstream::start().await;
+    let yaml = single("http1", &[upstream.addr()]).replacen(
+        "    virtual_hosts:",
+        "    limits: { idle_timeout: 300ms }\n    virtual_hosts:",
+        1,
+    );
+    let proxy = TestProxy::start(&yaml, 1);
+    // The client never gives window back: the response stalls after 64 KiB and nothing moves.
+    let mut client = RawH2::connect(proxy.addr()).await;
+    client.headers(1, &get("/bytes/1000000"), true).await;
+    assert!(matches!(client.outcome(1).await, Outcome::Response(200, _)));
+    let active = r#"strait_downstream_connections_active{listener="test",worker="0"}"#;
+    assert_eq!(sample(&scrape(&proxy).await, active), Some(1.0));
+    // Idle: GOAWAY, then, with the stream still open, closed at the drain timeout (2 s).
+    let mut closed = false;
+    for _ in 0..60 {
+        if sample(&scrape(&proxy).await, active) == Some(0.0) {
+            closed = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(closed, "the stalled connection stayed open");
+    assert_eq!(client.goaway().await, Some(0), "GOAWAY NO_ERROR came first");
+}

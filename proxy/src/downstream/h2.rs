@@ -446,7 +446,12 @@ impl Connection {
     fn poll(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         let mut reader = self.io.borrow_mut();
         let reader = &mut *reader;
-        let read = self.poll_read(reader, cx);
+        let read = if self.shared.state.borrow().closed {
+            // GOAWAY for an error is queued: nothing more is read.
+            Poll::Pending
+        } else {
+            self.poll_read(reader, cx)
+        };
         let mut state = self.shared.state.borrow_mut();
         if let Poll::Ready(Err(err)) = &read {
             if let Some(err) = err
