@@ -456,6 +456,17 @@ async fn responses_carry_date_and_length_and_no_connection_fields() {
             .to_bytes()
             .is_empty()
     );
+    for status in [204, 304] {
+        let response = client.get(&format!("/status/{status}")).await.unwrap();
+        assert_eq!(response.status(), status);
+        assert!(
+            !response
+                .headers()
+                .contains_key(http::header::CONTENT_LENGTH),
+            "{status} with a length: {:?}",
+            response.headers()
+        );
+    }
 }
 
 #[tokio::test]

@@ -131,7 +131,13 @@ pub(super) async fn respond(
         if state.closed || state.stream(id).is_none() {
             return;
         }
-        let exact = if head_request {
+        // A length is added where the body has one to state: not for HEAD, 1xx, 204 or 304
+        // (RFC 9110 §8.6: a 204 has none; a 304's would be the unsent body's).
+        let status = parts.status;
+        let bodiless = status.is_informational()
+            || status == http::StatusCode::NO_CONTENT
+            || status == http::StatusCode::NOT_MODIFIED;
+        let exact = if head_request || bodiless {
             None
         } else if end {
             Some(0)
