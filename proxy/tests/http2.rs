@@ -588,3 +588,119 @@ async fn a_stalled_stream_does_not_keep_an_idle_connection_open() {
     assert!(closed, "the stalled connection stayed open");
     assert_eq!(client.goaway().await, Some(0), "GOAWAY NO_ERROR came first");
 }
+
+/// A small deterministic generator (xorshift64*), so that a failure can be replayed.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    }
+
+    fn below(&mut self, n: u64) -> u64 {
+        self.next() % n
+    }
+}
+
+#[tokio::test]
+async fn random_frames_never_take_the_proxy_down() {
+    let _trace = trace_init();
+    let upstream = Upstream::start().await;
+    let proxy = TestProxy::start(&single("http1", &[upstream.addr()]), 1);
+    let valid = block(&get("/"));
+    let mut rng = Rng(0x5eed_1234_abcd_0001);
+    let (mut answered, mut reset, mut refused) = (0, 0, 0);
+    // 1,000 connections of up to 12 frames each: mostly well-formed frames of every type
+    // (requests with and without bodies, data, window updates, settings, pings, priorities,
+    // resets), and now and then one with any type, flags, stream and payload.
+    for connection in 0..1000 {
+        let mut client = RawH2::connect(proxy.addr()).await;
+        let mut next_stream = 1;
+        for _ in 0..=rng.below(12) {
+            let open = next_stream.max(3) - 2;
+            let frame: (u8, u8, u32, Vec<u8>) = match rng.below(9) {
+                0 | 1 => {
+                    let id = next_stream;
+                    next_stream += 2;
+                    let end = if rng.below(2) == 0 {
+                        h2raw::END_STREAM
+                    } else {
+                        0
+                    };
+                    (h2raw::HEADERS, h2raw::END_HEADERS | end, id, valid.clone())
+                }
+                2 => {
+                    let len = rng.below(100) as usize;
+                    let end = if rng.below(2) == 0 {
+                        h2raw::END_STREAM
+                    } else {
+                        0
+                    };
+                    (h2raw::DATA, end, open, vec![b'x'; len])
+                }
+                3 => {
+                    let increment = 1 + rng.below(100_000) as u32;
+                    let stream = if rng.below(2) == 0 { 0 } else { open };
+                    (
+                        h2raw::WINDOW_UPDATE,
+                        0,
+                        stream,
+                        increment.to_be_bytes().to_vec(),
+                    )
+                }
+                4 => {
+                    let mut payload = vec![0, 4]; // SETTINGS_INITIAL_WINDOW_SIZE
+                    payload.extend_from_slice(&(rng.below(1 << 20) as u32).to_be_bytes());
+                    payload.extend_from_slice(&[0, 1]); // SETTINGS_HEADER_TABLE_SIZE
+                    payload.extend_from_slice(&(rng.below(8192) as u32).to_be_bytes());
+                    (h2raw::SETTINGS, 0, 0, payload)
+                }
+                5 => (h2raw::PING, 0, 0, rng.next().to_be_bytes().to_vec()),
+                6 => (0x2, 0, open, vec![0, 0, 0, 0, 16]), // PRIORITY
+                7 => (h2raw::RST_STREAM, 0, open, 8_u32.to_be_bytes().to_vec()),
+                _ => {
+                    let payload: Vec<u8> = match rng.below(3) {
+                        0 => (0..rng.below(40)).map(|_| rng.next() as u8).collect(),
+                        1 => valid[..rng.below(valid.len() as u64) as usize].to_vec(),
+                        _ => Vec::new(),
+                    };
+                    let stream = [0, 1, 2, 3, 5][rng.below(5) as usize];
+                    (rng.below(11) as u8, rng.next() as u8, stream, payload)
+                }
+            };
+            client.send(frame.0, frame.1, frame.2, &frame.3).await;
+        }
+        // Whatever the proxy answered, the connection ends or stays usable; read until
+        // it goes quiet or closes.
+        let mut frames = 0;
+        while frames < 64 {
+            match tokio::time::timeout(Duration::from_millis(20), client.next()).await {
+                Ok(Some(frame)) => {
+                    frames += 1;
+                    match frame.kind {
+                        h2raw::HEADERS => answered += 1,
+                        h2raw::RST_STREAM => reset += 1,
+                        h2raw::GOAWAY if frame.code() != 0 => refused += 1,
+                        _ => {}
+                    }
+                }
+                Ok(None) | Err(_) => break,
+            }
+        }
+        assert!(frames < 64, "connection {connection}: endless frames");
+    }
+    // The mix reached every kind of outcome: answered streams, stream errors, connection
+    // errors.
+    assert!(
+        answered > 100 && reset > 10 && refused > 50,
+        "answered {answered}, reset {reset}, connection errors {refused}"
+    );
+    // The proxy still serves, on HTTP/2 and HTTP/1.1.
+    let h2 = h2c_client(proxy.addr()).await.unwrap();
+    assert_eq!(h2.get("/").await.unwrap().status(), 200);
+    let h1 = strait_testkit::http1_client(proxy.addr()).await.unwrap();
+    assert_eq!(h1.get("/").await.unwrap().status(), 200);
+}
