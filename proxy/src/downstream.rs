@@ -165,8 +165,8 @@ pub async fn serve(
         let connection = Box::new(h2::Connection::new(socket, conn, busy, builder.h2));
         let mut running = Box::pin(connection.run());
         let mut closing = false;
-        // Only the timeout matters: an HTTP/2 connection is never parked.
-        let idle = sweep.watch(activity, idle_timeout, last_active, None);
+        // A quiet connection frees its buffers; one idle for the timeout is closed.
+        let idle = sweep.watch_quiet_once(activity, idle_timeout, last_active);
         if draining {
             // The drain began while the preface was read: GOAWAY at once, as below.
             closing = true;
@@ -193,7 +193,11 @@ pub async fn serve(
                     tracing::debug!("drain deadline passed; closing the connection");
                     return;
                 }
-                _ = idle.check(), if !closing => {
+                check = idle.check(), if !closing => {
+                    if check == Check::Quiet {
+                        connection.release_idle();
+                        continue;
+                    }
                     // GOAWAY; a client that then neither finishes nor reads is cut off at
                     // the drain timeout.
                     closing = true;

@@ -704,3 +704,22 @@ async fn random_frames_never_take_the_proxy_down() {
     let h1 = strait_testkit::http1_client(proxy.addr()).await.unwrap();
     assert_eq!(h1.get("/").await.unwrap().status(), 200);
 }
+
+#[tokio::test]
+async fn a_quiet_connection_frees_its_buffers_and_serves_again() {
+    let _trace = trace_init();
+    let upstream = Upstream::start().await;
+    let proxy = TestProxy::start(&single("http1", &[upstream.addr()]), 1);
+    let client = h2c_client(proxy.addr()).await.unwrap();
+    for round in 0..3 {
+        let response = client.get("/bytes/200000").await.unwrap();
+        assert_eq!(response.status(), 200, "round {round}");
+        let body = response.into_body().collect().await.unwrap().to_bytes();
+        assert_eq!(body.len(), 200_000, "round {round}");
+        assert!(body.iter().enumerate().all(|(i, &b)| b == pattern_byte(i as u64)));
+        // Quiet for three of the idle sweep's ticks (250 ms): the connection frees its
+        // buffers (downstream::PARK_AFTER) and makes them again for the next request.
+        tokio::time::sleep(strait_proxy::downstream::PARK_AFTER * 3).await;
+    }
+    assert_eq!(upstream.requests_seen(), 3);
+}

@@ -58,8 +58,12 @@ const CONNECTION_WINDOW: u32 = 4 * 1024 * 1024;
 /// Output buffered beyond this stops the reading of frames (and the sending of response
 /// bodies) until the client reads.
 const OUT_HIGH: usize = 1024 * 1024;
-/// Room made for a read.
-const READ: usize = 16 * 1024;
+/// Room made for a read at first, and the most: a read that fills its room doubles the
+/// next one's, up to the most; one that takes under a quarter of it halves it. A connection
+/// of small requests then never holds a large buffer (on epoll the room is allocated before
+/// the read, and an allocator does not give freed pages back while a worker is idle).
+const READ_MIN: usize = 4 * 1024;
+const READ_MAX: usize = 64 * 1024;
 /// Reads per wake-up before the task yields to the others of its worker.
 const READS_PER_POLL: usize = 16;
 /// Frames that carry nothing (empty DATA without END_STREAM, empty CONTINUATION) a client may
@@ -117,6 +121,8 @@ struct Reader {
     block: Option<(u32, bool, BytesMut)>,
     /// Frames in a row that carried nothing.
     empty_frames: u32,
+    /// Room for the next read (`READ_MIN..=READ_MAX`).
+    read_size: usize,
 }
 
 /// The state the connection's task shares with its streams' tasks and request bodies.
@@ -412,6 +418,7 @@ impl Connection {
                 prefaced: false,
                 block: None,
                 empty_frames: 0,
+                read_size: READ_MIN,
             }),
         }
     }
@@ -425,6 +432,27 @@ impl Connection {
             frame::put_goaway(&mut state.out.tail, last, Reason::NO_ERROR);
             state.wake_writer();
         }
+    }
+
+    /// Frees what a quiet connection need not keep, when no stream is open: the read buffer,
+    /// the output buffer, spare header maps, the socket's buffers.
+    pub fn release_idle(&self) {
+        let Ok(mut reader) = self.io.try_borrow_mut() else {
+            return;
+        };
+        let Ok(mut state) = self.shared.state.try_borrow_mut() else {
+            return;
+        };
+        if !state.streams.is_empty() || !state.out.is_empty() || !reader.buf.is_empty() {
+            return;
+        }
+        reader.buf = BytesMut::new();
+        reader.read_size = READ_MIN;
+        reader.socket.release_buffers();
+        state.out = Out::default();
+        state.streams = Vec::new();
+        state.blocked = Vec::new();
+        state.spare_maps = Vec::new();
     }
 
     /// Serves streams until the connection ends.
@@ -509,13 +537,16 @@ impl Connection {
                 // The client does not read what it asked for: its frames wait.
                 return Poll::Pending;
             }
+            let room = reader.read_size;
             match std::task::ready!(reader.socket.poll_read_buf(
                 cx,
                 &mut reader.buf,
-                READ,
-                READ * 4
+                room / 2,
+                room
             )) {
                 Ok(0) => return Poll::Ready(Ok(())),
+                Ok(n) if n >= room => reader.read_size = (room * 2).min(READ_MAX),
+                Ok(n) if n < room / 4 => reader.read_size = (room / 2).max(READ_MIN),
                 Ok(_) => {}
                 Err(err) => return Poll::Ready(Err(err)),
             }

@@ -107,6 +107,9 @@ struct Watch {
     /// HTTP/1.1: quiet passes are reported and request heads timed; else only the idle
     /// timeout is.
     head: Option<HeadWait>,
+    /// HTTP/2: the first quiet pass after bytes moved is reported (`Some(false)` until it
+    /// is), so that the connection can free its buffers.
+    quiet_once: Option<bool>,
     due: Option<Check>,
     waker: Option<Waker>,
 }
@@ -138,6 +141,28 @@ impl IdleSweep {
         last_active: Instant,
         head: Option<HeadWait>,
     ) -> IdleWatch {
+        self.add(activity, timeout, last_active, head, None)
+    }
+
+    /// Watches an HTTP/2 connection: the idle timeout, and the first quiet pass after each
+    /// time bytes moved (one wake-up per quiet period, not one per pass).
+    pub fn watch_quiet_once(
+        self: &Rc<Self>,
+        activity: Activity,
+        timeout: Duration,
+        last_active: Instant,
+    ) -> IdleWatch {
+        self.add(activity, timeout, last_active, None, Some(false))
+    }
+
+    fn add(
+        self: &Rc<Self>,
+        activity: Activity,
+        timeout: Duration,
+        last_active: Instant,
+        head: Option<HeadWait>,
+        quiet_once: Option<bool>,
+    ) -> IdleWatch {
         if !self.running.replace(true) {
             tokio::task::spawn_local(Rc::clone(self).run());
         }
@@ -148,6 +173,7 @@ impl IdleSweep {
             since: self.passes.get(),
             last_active,
             head,
+            quiet_once,
             due: None,
             waker: None,
         };
@@ -194,11 +220,17 @@ impl IdleSweep {
             } else if count != watch.seen {
                 watch.seen = count;
                 watch.last_active = now;
+                if let Some(reported) = &mut watch.quiet_once {
+                    *reported = false;
+                }
                 continue;
             } else if now.saturating_duration_since(watch.last_active) >= watch.timeout {
                 Check::TimedOut
             } else if watch.head.is_some() && pass >= watch.since + 2 {
                 // The first pass may follow the start at once; the second is a tick after it.
+                Check::Quiet
+            } else if watch.quiet_once == Some(false) && pass >= watch.since + 2 {
+                watch.quiet_once = Some(true);
                 Check::Quiet
             } else {
                 continue;
@@ -422,6 +454,38 @@ mod tests {
         assert!(sweep.pass(start + TICK * 8));
         assert_eq!(woken(&wakes), 1);
         assert_eq!(poll(&watch, &wakes), Poll::Ready(Check::TimedOut));
+    }
+
+    #[test]
+    fn an_http2_watch_hears_of_each_quiet_period_once() {
+        // The sweep's task is spawned, never run: the test makes the passes.
+        let Fixture { sweep, start, .. } = &Fixture::new();
+        let start = *start;
+        let activity = Activity::default();
+        let watch = sweep.watch_quiet_once(activity.clone(), Duration::from_secs(60), start);
+        let wakes = Arc::<Count>::default();
+        assert!(poll(&watch, &wakes).is_pending());
+        assert!(sweep.pass(start + TICK));
+        assert_eq!(woken(&wakes), 0, "not on the pass right after the start");
+        for n in 2..=5 {
+            assert!(sweep.pass(start + TICK * n));
+        }
+        assert_eq!(
+            woken(&wakes),
+            1,
+            "one report for the quiet period, not one per pass"
+        );
+        assert_eq!(poll(&watch, &wakes), Poll::Ready(Check::Quiet));
+        assert!(poll(&watch, &wakes).is_pending());
+        assert!(sweep.pass(start + TICK * 6));
+        assert_eq!(woken(&wakes), 1);
+        // Bytes moved: the next quiet pass is reported again.
+        activity.bump();
+        assert!(sweep.pass(start + TICK * 7));
+        assert_eq!(woken(&wakes), 1);
+        assert!(sweep.pass(start + TICK * 8));
+        assert_eq!(woken(&wakes), 2);
+        assert_eq!(poll(&watch, &wakes), Poll::Ready(Check::Quiet));
     }
 
     /// The sweep's task ends once nothing is watched, and the next watch starts it again.
