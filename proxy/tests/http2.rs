@@ -716,7 +716,11 @@ async fn a_quiet_connection_frees_its_buffers_and_serves_again() {
         assert_eq!(response.status(), 200, "round {round}");
         let body = response.into_body().collect().await.unwrap().to_bytes();
         assert_eq!(body.len(), 200_000, "round {round}");
-        assert!(body.iter().enumerate().all(|(i, &b)| b == pattern_byte(i as u64)));
+        assert!(
+            body.iter()
+                .enumerate()
+                .all(|(i, &b)| b == pattern_byte(i as u64))
+        );
         // Quiet for three of the idle sweep's ticks (250 ms): the connection frees its
         // buffers (downstream::PARK_AFTER) and makes them again for the next request.
         tokio::time::sleep(strait_proxy::downstream::PARK_AFTER * 3).await;

@@ -123,6 +123,9 @@ struct Reader {
     empty_frames: u32,
     /// Room for the next read (`READ_MIN..=READ_MAX`).
     read_size: usize,
+    /// The buffers were freed ([`Connection::release_idle`]): the next read waits for bytes
+    /// before it makes room for them (on epoll the room is allocated before the read).
+    released: bool,
 }
 
 /// The state the connection's task shares with its streams' tasks and request bodies.
@@ -419,6 +422,7 @@ impl Connection {
                 block: None,
                 empty_frames: 0,
                 read_size: READ_MIN,
+                released: false,
             }),
         }
     }
@@ -448,6 +452,7 @@ impl Connection {
         }
         reader.buf = BytesMut::new();
         reader.read_size = READ_MIN;
+        reader.released = true;
         reader.socket.release_buffers();
         state.out = Out::default();
         state.streams = Vec::new();
@@ -536,6 +541,10 @@ impl Connection {
             if self.shared.state.borrow().out.len() >= OUT_HIGH {
                 // The client does not read what it asked for: its frames wait.
                 return Poll::Pending;
+            }
+            if reader.released {
+                std::task::ready!(reader.socket.poll_read_ready(cx))?;
+                reader.released = false;
             }
             let room = reader.read_size;
             match std::task::ready!(reader.socket.poll_read_buf(
