@@ -19,6 +19,8 @@ import json
 import socket
 import struct
 
+from idle import rss_kib  # benches/lib/idle.py, beside this file
+
 PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
 
 
@@ -29,16 +31,6 @@ def frame(kind, flags, stream, payload):
 def literal(name, value):
     assert len(name) < 127 and len(value) < 127
     return b"\x00" + bytes([len(name)]) + name + bytes([len(value)]) + value
-
-
-def rss_kib(pids):
-    total = 0
-    for pid in pids:
-        with open(f"/proc/{pid}/status") as status:
-            for line in status:
-                if line.startswith("VmRSS:"):
-                    total += int(line.split()[1])
-    return total
 
 
 async def open_one(port, path, conns):
