@@ -298,12 +298,6 @@ impl Encoder {
 
     /// Writes `:status`: an indexed field for 200, 204, 206, 304, 400, 404 and 500 (static
     /// entries 8 to 14), else a literal without indexing with the indexed name `:status`.
-    #[allow(
-        clippy::unused_self,
-        clippy::needless_pass_by_ref_mut,
-        reason = "`&mut self` leaves room for encoder state without an interface change; these \
-                  lints fire once the module is crate-private"
-    )]
     pub fn status(&mut self, status: u16, dst: &mut BytesMut) {
         let index = match status {
             200 => 8,
@@ -330,12 +324,6 @@ impl Encoder {
     /// static table is sent as an indexed name, and any other name as a literal, in a literal
     /// without indexing, or never indexed when `sensitive`. Strings are not Huffman-coded:
     /// Huffman coding costs CPU per byte.
-    #[allow(
-        clippy::unused_self,
-        clippy::needless_pass_by_ref_mut,
-        reason = "`&mut self` leaves room for encoder state without an interface change; these \
-                  lints fire once the module is crate-private"
-    )]
     pub fn field(&mut self, name: &[u8], value: &[u8], sensitive: bool, dst: &mut BytesMut) {
         let flags = if sensitive { 0x10 } else { 0x00 };
         if let Some(name_index) = static_name_index(name) {
