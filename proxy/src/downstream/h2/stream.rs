@@ -151,7 +151,7 @@ pub(super) async fn respond(
             state.spare_maps.push(map);
         }
         if end {
-            finish(&shared, &mut state, id);
+            finish(&mut state, id);
             return;
         }
     }
@@ -160,7 +160,7 @@ pub(super) async fn respond(
             let mut state = shared.state.borrow_mut();
             if state.stream(id).is_some() {
                 frame::put_head(&mut state.out.tail, 0, kind::DATA, flag::END_STREAM, id);
-                finish(&shared, &mut state, id);
+                finish(&mut state, id);
             }
             return;
         };
@@ -181,7 +181,7 @@ pub(super) async fn respond(
                 }
                 if end {
                     let mut state = shared.state.borrow_mut();
-                    finish(&shared, &mut state, id);
+                    finish(&mut state, id);
                     return;
                 }
             }
@@ -192,7 +192,7 @@ pub(super) async fn respond(
                 let mut state = shared.state.borrow_mut();
                 if state.stream(id).is_some() {
                     send_trailers(&mut state, id, &trailers);
-                    finish(&shared, &mut state, id);
+                    finish(&mut state, id);
                 }
                 return;
             }
@@ -202,7 +202,7 @@ pub(super) async fn respond(
 
 /// The stream's response ended: it is removed once the request has ended too; a request still
 /// coming is not wanted any more (RFC 9113 §8.1: RST_STREAM NO_ERROR).
-fn finish(shared: &Shared, state: &mut State, id: u32) {
+fn finish(state: &mut State, id: u32) {
     let Some(stream) = state.stream(id) else {
         return;
     };
@@ -215,7 +215,6 @@ fn finish(shared: &Shared, state: &mut State, id: u32) {
     state.client_resets = state.client_resets.saturating_sub(1);
     state.remove_if_done(id);
     state.wake_writer();
-    let _ = shared;
 }
 
 /// Sends `data` as DATA frames as the windows allow; `Err` when the stream or connection is
