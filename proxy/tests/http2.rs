@@ -10,7 +10,7 @@ mod common;
 use std::time::Duration;
 
 use common::h2raw::{self, Outcome, RawH2, block, get};
-use common::{TestProxy, sample, scrape, single};
+use common::{TestProxy, sample, scrape, single, with_limits};
 use http_body_util::BodyExt;
 use strait_testkit::{Upstream, eventually, h2c_client, pattern_byte, trace_init};
 use tokio::time::Instant;
@@ -564,12 +564,7 @@ async fn a_client_that_cancels_now_and_then_is_not_cut_off() {
 async fn a_stalled_stream_does_not_keep_an_idle_connection_open() {
     let _trace = trace_init();
     let upstream = Upstream::start().await;
-    let yaml = single("http1", &[upstream.addr()]).replacen(
-        "    virtual_hosts:",
-        "    limits: { idle_timeout: 300ms }\n    virtual_hosts:",
-        1,
-    );
-    let proxy = TestProxy::start(&yaml, 1);
+    let proxy = TestProxy::start(&with_limits("idle_timeout: 300ms", upstream.addr()), 1);
     // The client never gives window back: the response stalls after 64 KiB and nothing moves.
     let mut client = RawH2::connect(proxy.addr()).await;
     client.headers(1, &get("/bytes/1000000"), true).await;

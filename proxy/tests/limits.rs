@@ -9,20 +9,11 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use common::raw::{dribble_until_closed, read_response, read_until_closed};
-use common::{TestProxy, config, single};
+use common::{TestProxy, config, single, with_limits};
 use http_body_util::BodyExt;
 use strait_testkit::{Upstream, h2c_client, http1_client, trace_init};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
-
-/// The single-route config with listener limits.
-fn with_limits(limits: &str, upstream: std::net::SocketAddr) -> String {
-    single("http1", &[upstream]).replacen(
-        "    virtual_hosts:",
-        &format!("    limits: {{ {limits} }}\n    virtual_hosts:"),
-        1,
-    )
-}
 
 #[tokio::test]
 async fn slow_request_head_is_cut_off_at_the_header_read_timeout() {

@@ -8,7 +8,7 @@ mod common;
 use std::time::Duration;
 
 use common::raw::{dribble_until_closed, read_response};
-use common::{TestProxy, single};
+use common::{TestProxy, single, with_limits};
 use strait_testkit::{Upstream, trace_init};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -16,14 +16,6 @@ use tokio::time::Instant;
 
 /// Longer than the proxy takes to park a quiet connection (at most twice its 250 ms period).
 const PARKED: Duration = Duration::from_millis(700);
-
-fn with_limits(limits: &str, upstream: std::net::SocketAddr) -> String {
-    single("http1", &[upstream]).replacen(
-        "    virtual_hosts:",
-        &format!("    limits: {{ {limits} }}\n    virtual_hosts:"),
-        1,
-    )
-}
 
 #[tokio::test]
 async fn parked_keep_alive_connection_serves_the_next_request() {

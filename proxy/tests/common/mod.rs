@@ -124,6 +124,16 @@ pub fn single(protocol: &str, endpoints: &[SocketAddr]) -> String {
     )
 }
 
+/// The single-route config (HTTP/1.1 upstream `upstream`) with listener `limits` (YAML flow
+/// mapping entries, e.g. `idle_timeout: 300ms`).
+pub fn with_limits(limits: &str, upstream: SocketAddr) -> String {
+    single("http1", &[upstream]).replacen(
+        "    virtual_hosts:",
+        &format!("    limits: {{ {limits} }}\n    virtual_hosts:"),
+        1,
+    )
+}
+
 fn indent(text: &str, by: usize) -> String {
     let pad = " ".repeat(by);
     text.lines().map(|l| format!("{pad}{l}\n")).collect()
