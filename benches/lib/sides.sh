@@ -4,7 +4,9 @@
 #   start_side SIDE PORT [h2]    # $! is its pid
 #
 # SIDE: `uring` | `epoll` (Strait with that `--io`, the binary $STRAIT), `uring:PATH` |
-# `epoll:PATH` (the Strait binary at PATH), or `nginx`. Its files are named after PORT, so that
+# `epoll:PATH` (the Strait binary at PATH), `nginx`, or `relay` (benches/lib/relay.c: bytes
+# relayed between each client connection and an upstream connection of its own, no HTTP
+# work; the kernel's share of a proxied HTTP/1.1 request, HTTP/1.1 only). Its files are named after PORT, so that
 # two sides can run at once. With `h2`, NGINX listens with HTTP/2 prior knowledge (Strait
 # serves both on one port).
 source benches/lib/origin.sh
@@ -25,6 +27,10 @@ start_side() {
       nginx_proxy_config "$work/nginx-$2" "$2" ${3:-}
       taskset -c 1 nginx -c "$work/nginx-$2/nginx.conf" -p "$work/nginx-$2" 2>"$work/nginx-$2.log" &
       ;;
-    *) echo "unknown side $1 (uring, epoll, uring:PATH, epoll:PATH, nginx)" >&2; exit 2 ;;
+    relay)
+      [[ -x $work/relay ]] || cc -O2 -Wall -o "$work/relay" benches/lib/relay.c
+      taskset -c 1 "$work/relay" "$2" "$ORIGIN_PORT" 2>"$work/relay-$2.log" &
+      ;;
+    *) echo "unknown side $1 (uring, epoll, uring:PATH, epoll:PATH, nginx, relay)" >&2; exit 2 ;;
   esac
 }
