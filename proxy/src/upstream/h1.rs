@@ -322,7 +322,10 @@ impl Outgoing {
         .await;
         let head = result?;
         let mut response = Response::new(Body {
-            keep_alive: head.keep_alive && write_error.is_none(),
+            // An upstream that answered before it had the whole request may leave the rest
+            // unread and close (hyper's server does, without `connection: close`): the
+            // connection is not reused, or the next request on it could meet that close.
+            keep_alive: head.keep_alive && write_error.is_none() && writer.is_none(),
             framing: head.framing,
             writer: writer.map(Box::new),
             conn: Some(conn),

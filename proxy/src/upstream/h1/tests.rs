@@ -453,3 +453,49 @@ fn the_field_set_of_a_parsed_response_is_exactly_that_of_its_map() {
         assert_eq!(head.fields, FieldSet::of_map(&head.headers), "{raw:?}");
     }
 }
+
+#[tokio::test]
+async fn a_connection_whose_upstream_answered_before_the_whole_request_is_not_reused() {
+    // More than the socket buffers take: the request is still going out when the answer comes.
+    const SIZE: usize = 32 << 20;
+    let body: &'static [u8] = Box::leak(vec![b'x'; SIZE].into_boxed_slice());
+    let (conn, mut server) = pair().await;
+    let upstream = tokio::spawn(async move {
+        read_head(&mut server).await;
+        server
+            .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok")
+            .await
+            .unwrap();
+        let mut rest = vec![0_u8; SIZE];
+        server.read_exact(&mut rest).await.unwrap();
+        server
+    });
+    let outgoing = Outgoing::new(post(body), &Added::default());
+    let response = tokio::time::timeout(LIMIT, outgoing.send(conn))
+        .await
+        .unwrap()
+        .unwrap();
+    let mut body = response.into_body();
+    let (data, _) = read_body(&mut body).await.unwrap();
+    assert_eq!(data, b"ok");
+    // The rest of the request goes out as the body is polled; the upstream reads all of it
+    // and keeps the connection open, and still it is not reused.
+    tokio::time::timeout(
+        LIMIT,
+        poll_fn(|cx| {
+            let _ = body.poll_body(cx);
+            if body.writer.is_none() {
+                Poll::Ready(())
+            } else {
+                Poll::Pending
+            }
+        }),
+    )
+    .await
+    .unwrap();
+    let _server = tokio::time::timeout(LIMIT, upstream)
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(body.take_reusable().is_none());
+}
