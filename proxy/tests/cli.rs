@@ -1,5 +1,5 @@
 //! The `strait` binary: `validate`, `run` with a graceful SIGTERM, reloads on a file change and
-//! on SIGHUP, and `demo --check`.
+//! on SIGHUP, `demo --check`, and `--io` where a seccomp filter makes the kernel refuse io_uring.
 
 #![allow(clippy::unwrap_used)] // test helpers unwrap: a failure is the test failing
 
@@ -234,4 +234,98 @@ async fn sighup_reloads_the_config_file() {
     child.signal("TERM");
     let exit = child.wait(Duration::from_secs(15)).await;
     assert_eq!(exit.code(), Some(0));
+}
+
+/// Starts `strait run --io IO` on `config` where the kernel refuses io_uring with `errno`
+/// (`EPERM` as under Docker's default seccomp profile, or `ENOSYS` as on a kernel without it):
+/// `tests/seccomp/deny_io_uring.py` installs the seccomp filter and executes the binary.
+#[cfg(target_arch = "x86_64")]
+fn spawn_without_io_uring(errno: &str, io: &str, config: &std::path::Path) -> (KillOnDrop, Log) {
+    let wrapper = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/seccomp/deny_io_uring.py"
+    );
+    let mut child = KillOnDrop(Some(
+        Command::new("python3")
+            .args([
+                wrapper,
+                errno,
+                STRAIT,
+                "run",
+                "--admin",
+                "127.0.0.1:0",
+                "--io",
+                io,
+            ])
+            .arg("--config")
+            .arg(config)
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    ));
+    let log = Log::new(child.get().stderr.take().unwrap());
+    (child, log)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[tokio::test]
+async fn auto_falls_back_to_epoll_where_the_kernel_refuses_io_uring() {
+    let _trace = trace_init();
+    let upstream = Upstream::start().await;
+    let config = temp_file(
+        "no-uring.yaml",
+        &common::single("http1", &[upstream.addr()]),
+    );
+    for (errno, reason) in [
+        ("EPERM", "Operation not permitted"),
+        ("ENOSYS", "Function not implemented"),
+    ] {
+        let (_child, log) = spawn_without_io_uring(errno, "auto", &config);
+        log.wait_for(
+            &[
+                "io_uring unavailable; using epoll",
+                "io_uring_setup",
+                reason,
+            ],
+            Duration::from_secs(20),
+        );
+        log.wait_for(&["socket I/O backend", "epoll"], Duration::from_secs(20));
+        let addr = log.bound_address();
+        let seen = upstream.requests_seen();
+        let response = http1_client(addr).await.unwrap().get("/").await.unwrap();
+        assert_eq!(response.status(), 200, "{errno}");
+        assert_eq!(upstream.requests_seen(), seen + 1, "{errno}");
+
+        let metrics = http1_client(log.admin_address())
+            .await
+            .unwrap()
+            .get("/metrics")
+            .await
+            .unwrap();
+        let text = metrics.into_body().collect().await.unwrap().to_bytes();
+        let text = String::from_utf8_lossy(&text);
+        assert!(
+            text.contains("strait_io_backend{backend=\"epoll\"} 1"),
+            "{errno}: {text}"
+        );
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+#[tokio::test]
+async fn io_uring_asked_for_where_the_kernel_refuses_it_fails_with_the_reason() {
+    let config = temp_file("uring-only.yaml", strait_proxy::demo::CONFIG);
+    let (child, log) = spawn_without_io_uring("EPERM", "uring", &config);
+    let status = child.wait(Duration::from_secs(20)).await;
+    assert_eq!(status.code(), Some(1));
+    log.wait_for(
+        &[
+            "io_uring is not available",
+            "io_uring_setup failed",
+            "Operation not permitted",
+        ],
+        Duration::from_secs(5),
+    );
+    assert!(!log.contains("listening"), "nothing was served");
 }

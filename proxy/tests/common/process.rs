@@ -75,7 +75,18 @@ impl Log {
 
     /// The address of the first listener the proxy reports listening on.
     pub fn bound_address(&self) -> SocketAddr {
-        let line = self.wait_for(&["listening", "address="], Duration::from_secs(20));
+        self.address_in(&["listening", "address="])
+    }
+
+    /// The address the admin API reports listening on.
+    #[allow(dead_code)] // not every test binary that includes this module asks
+    pub fn admin_address(&self) -> SocketAddr {
+        self.address_in(&["admin API listening", "address="])
+    }
+
+    /// The `address=` of the first line with every one of `patterns`.
+    fn address_in(&self, patterns: &[&str]) -> SocketAddr {
+        let line = self.wait_for(patterns, Duration::from_secs(20));
         let at = line.find("address=").unwrap();
         line[at + 8..]
             .split_whitespace()
