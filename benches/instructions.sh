@@ -3,6 +3,7 @@
 #
 #   benches/instructions.sh                          # strait on io_uring and epoll, NGINX
 #   PROXIES="strait-epoll" CASES=h1 benches/instructions.sh
+#   HEADERS="x-tenant:blue x-client:cli/1.2" CASES=h2c benches/instructions.sh   # extra fields
 #
 # CPU time on this shared 2-core machine moves by 20-30 % from one run to the next; the number
 # of instructions the proxy executes does not. Each proxy runs under valgrind's callgrind with
@@ -75,6 +76,7 @@ load() { # $1 = requests
     return
   fi
   local args=(-t1 -c"$CONNECTIONS" -n"$1")
+  for field in ${HEADERS:-}; do args+=(-H "$field"); done
   if [[ $CASE == h1 ]]; then args+=(--h1); else args+=(-m10); fi
   local out
   out=$(taskset -c 0 h2load "${args[@]}" "http://127.0.0.1:$PORT/")
