@@ -510,11 +510,13 @@ async fn a_requests_fields_are_its_own_on_a_busy_connection() {
     let _trace = trace_init();
     let upstream = Upstream::start().await;
     let proxy = TestProxy::start(&single("http1", &[upstream.addr()]), 1);
-    // Header maps of responses are reused for later requests' heads on the connection.
+    // Header maps of responses are reused for later requests' heads on the connection, and
+    // the names of a request's fields for the next request's (when its raw names match).
     let client = h2c_client(proxy.addr()).await.unwrap();
     for i in 0..3 {
         let request = http::Request::get(format!("http://{}/bytes/10", proxy.addr()))
             .header("x-turn", i.to_string())
+            .header(format!("x-name-{i}"), "named")
             .body(http_body_util::Empty::<bytes::Bytes>::new())
             .unwrap();
         let response = client.send(request).await.unwrap();
@@ -523,6 +525,10 @@ async fn a_requests_fields_are_its_own_on_a_busy_connection() {
         response.into_body().collect().await.unwrap();
         let seen = upstream.last_request().unwrap();
         assert_eq!(seen.headers["x-turn"], i.to_string().as_str());
+        let named: Vec<_> = (seen.headers.keys())
+            .filter(|name| name.as_str().starts_with("x-name-"))
+            .collect();
+        assert_eq!(named, [format!("x-name-{i}").as_str()], "request {i}");
         for name in ["x-upstream", "date", "content-length"] {
             assert!(
                 !seen.headers.contains_key(name),

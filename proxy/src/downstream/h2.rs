@@ -45,6 +45,7 @@ pub use self::stream::Body;
 
 use super::Busy;
 use crate::forward::Downstream;
+use crate::http1::Names;
 use crate::http2::frame::{self, Head, Reason, setting};
 use crate::http2::hpack;
 use crate::io::Socket;
@@ -112,6 +113,8 @@ struct Reader {
     socket: Socket,
     buf: BytesMut,
     decoder: hpack::Decoder,
+    /// The names of the last request's regular fields, for the next request that repeats them.
+    names: Names,
     /// Whether the client's preface was read.
     prefaced: bool,
     /// A header block that goes on in CONTINUATION frames: its stream, END_STREAM, the
@@ -416,6 +419,7 @@ impl Connection {
                 socket,
                 buf: BytesMut::new(),
                 decoder: hpack::Decoder::new(hpack::DEFAULT_TABLE_SIZE),
+                names: Names::default(),
                 prefaced: false,
                 block: None,
                 empty_frames: 0,
@@ -451,6 +455,7 @@ impl Connection {
         reader.buf = BytesMut::new();
         reader.read_size = READ_MIN;
         reader.released = true;
+        reader.names = Names::default();
         reader.socket.release_buffers();
         state.out = Out::default();
         state.streams = Vec::new();

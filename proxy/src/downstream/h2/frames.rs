@@ -202,10 +202,10 @@ impl Connection {
         let limits = self.shared.limits;
         let spare = self.shared.state.borrow_mut().spare_maps.pop();
         let mut fields = Fields::new(limits, spare);
-        reader
-            .decoder
+        let Reader { decoder, names, .. } = reader;
+        decoder
             .decode(block, &mut |name, value, sensitive| {
-                fields.field(name, value, sensitive)
+                fields.field(names, name, value, sensitive)
             })
             .map_err(|_| conn_error(Reason::COMPRESSION_ERROR, "undecodable header block"))?;
         let mut guard = self.shared.state.borrow_mut();

@@ -2,12 +2,13 @@
 //! the limits of the header list, and the `Request` it makes.
 
 use bytes::Bytes;
-use http::header::{HeaderMap, HeaderName, HeaderValue};
+use http::header::{HeaderMap, HeaderValue};
 use http::uri::{Authority, PathAndQuery, Scheme};
 use http::{Method, Request, Uri, Version};
 
 use super::{ADDED_FIELDS, Body, Limits};
 use crate::body::Incoming;
+use crate::http1::Names;
 
 /// A request's header list as it is decoded.
 pub(super) struct Fields {
@@ -21,7 +22,8 @@ pub(super) struct Fields {
     /// Why the request is malformed (RFC 9113 §8.1.1), if it is.
     pub(super) malformed: Option<&'static str>,
     pub(super) pseudo_seen: bool,
-    regular_seen: bool,
+    /// Regular fields so far.
+    regular: usize,
     size: usize,
     count: usize,
     pub(super) too_large: bool,
@@ -43,7 +45,7 @@ impl Fields {
             content_length: None,
             malformed: None,
             pseudo_seen: false,
-            regular_seen: false,
+            regular: 0,
             size: 0,
             count: 0,
             too_large: false,
@@ -54,7 +56,8 @@ impl Fields {
         self.malformed.get_or_insert(reason);
     }
 
-    pub(super) fn field(&mut self, name: &[u8], value: Bytes, sensitive: bool) {
+    /// Takes one decoded field; `names` are the connection's, kept from its earlier requests.
+    pub(super) fn field(&mut self, names: &mut Names, name: &[u8], value: Bytes, sensitive: bool) {
         self.size += name.len() + value.len() + 32;
         self.count += 1;
         if self.size > self.limits.max_header_list || self.count > self.limits.max_fields {
@@ -65,7 +68,7 @@ impl Fields {
         }
         if let Some(pseudo) = name.strip_prefix(b":") {
             self.pseudo_seen = true;
-            if self.regular_seen {
+            if self.regular > 0 {
                 return self.malformed("pseudo-header field after a regular one");
             }
             let slot = match pseudo {
@@ -90,11 +93,12 @@ impl Fields {
             *slot = Some(value);
             return;
         }
-        self.regular_seen = true;
+        let index = self.regular;
+        self.regular += 1;
         if name.iter().any(u8::is_ascii_uppercase) {
             return self.malformed("upper-case field name");
         }
-        let Ok(name) = HeaderName::from_bytes(name) else {
+        let Ok((name, _)) = names.name(index, name) else {
             return self.malformed("invalid field name");
         };
         if value.first().is_some_and(|b| *b == b' ' || *b == b'\t')
