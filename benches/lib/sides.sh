@@ -6,9 +6,9 @@
 # SIDE: `uring` | `epoll` (Strait with that `--io`, the binary $STRAIT), `uring:PATH` |
 # `epoll:PATH` (the Strait binary at PATH), `nginx`, or `relay` (benches/lib/relay.c: bytes
 # relayed between each client connection and an upstream connection of its own, no HTTP
-# work; the kernel's share of a proxied HTTP/1.1 request, HTTP/1.1 only). Its files are named after PORT, so that
-# two sides can run at once. With `h2`, NGINX listens with HTTP/2 prior knowledge (Strait
-# serves both on one port).
+# work: the kernel's share of a proxied HTTP/1.1 request; HTTP/1.1 only). Its files are
+# named after PORT, so that two sides can run at once. With `h2`, NGINX listens with HTTP/2
+# prior knowledge (Strait serves both on one port).
 source benches/lib/origin.sh
 source benches/lib/strait.sh
 source benches/lib/nginx.sh
