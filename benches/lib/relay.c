@@ -81,10 +81,13 @@ int main(int argc, char **argv) {
         }
         continue;
       }
+      if (peer[fd] < 0) continue; /* closed earlier in this batch */
       ssize_t r = recv(fd, buf, sizeof buf, MSG_DONTWAIT);
       if (r < 0 && errno == EAGAIN) continue;
       if (r <= 0 || send_all(peer[fd], buf, r)) {
         int p = peer[fd];
+        peer[fd] = -1;
+        peer[p] = -1;
         close(fd);
         close(p);
       }
