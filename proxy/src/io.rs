@@ -1,10 +1,11 @@
 //! The socket seam: every byte the proxy reads or writes goes through [`Socket`], on epoll
 //! (tokio) or on the worker's io_uring driver ([`uring`]).
 //!
-//! hyper reads and writes through `hyper::rt::{Read, Write}`, implemented here once, so an I/O
-//! backend (today epoll through tokio; the io_uring driver of the next I/O issue) slots in as
-//! another variant without touching HTTP code. This module also binds the per-worker
-//! `SO_REUSEPORT` listener sockets and opens upstream connections.
+//! The proxy's own HTTP/1.1 and HTTP/2 code reads and writes through [`Socket`], and hyper
+//! (upstream HTTP/2, upgrades) through `hyper::rt::{Read, Write}`, implemented here once, so
+//! the two backends (epoll through tokio, io_uring) are variants of one type that no HTTP code
+//! tells apart. This module also binds the per-worker `SO_REUSEPORT` listener sockets and
+//! opens upstream connections.
 #![allow(unsafe_code)] // `Socket::poll_read` and the `uring` module, with SAFETY comments.
 
 use std::io;
