@@ -177,6 +177,9 @@ mod tests {
         stream
             .set_read_timeout(Some(Duration::from_secs(10)))
             .unwrap();
+        stream
+            .set_write_timeout(Some(Duration::from_secs(10)))
+            .unwrap();
         let upload = vec![b'x'; 100_000];
         for round in 0..3 {
             let head = format!(
