@@ -63,11 +63,7 @@ PY
 read -r -a sides <<<"$SIDES"
 results=()
 for rep in $(seq "$REPS"); do
-  order=("${sides[@]}")
-  if ((rep % 2 == 0)); then
-    order=()
-    for ((i = ${#sides[@]} - 1; i >= 0; i--)); do order+=("${sides[i]}"); done
-  fi
+  mapfile -t order < <(rep_order "$rep" "${sides[@]}")
   line="rep $rep:"
   for side in "${order[@]}"; do
     read -r p10 p50 p90 cpu < <(run "$side")

@@ -89,11 +89,7 @@ print(" ".join(f"{x:.2f}" for x in (pct(turn, .5), pct(turn, .9), pct(wake, .5),
 read -r -a sides <<<"$SIDES"
 rows=()
 for rep in $(seq "$REPS"); do
-  order=("${sides[@]}")
-  if ((rep % 2 == 0)); then
-    order=()
-    for ((i = ${#sides[@]} - 1; i >= 0; i--)); do order+=("${sides[i]}"); done
-  fi
+  mapfile -t order < <(rep_order "$rep" "${sides[@]}")
   for side in "${order[@]}"; do
     got=$(measure "$side")
     echo "rep $rep: $side turnaround p50/p90 and wake-to-send p50/p90 (µs): $got"

@@ -34,3 +34,17 @@ start_side() {
     *) echo "unknown side $1 (uring, epoll, uring:PATH, epoll:PATH, nginx, relay)" >&2; exit 2 ;;
   esac
 }
+
+# The sides of repetition REP in the order they run: as given on odd repetitions, reversed on
+# even ones (the side run first in a repetition tends to measure slower, whichever it is).
+#
+#   mapfile -t order < <(rep_order "$rep" "${sides[@]}")
+rep_order() {
+  local rep=$1 i
+  shift
+  if ((rep % 2 == 0)); then
+    for ((i = $#; i >= 1; i--)); do printf '%s\n' "${!i}"; done
+  else
+    printf '%s\n' "$@"
+  fi
+}
