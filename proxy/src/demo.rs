@@ -36,16 +36,10 @@ pub fn config(listen: SocketAddr, backends: &[SocketAddr; 2]) -> String {
 /// # Errors
 /// When no socket can be bound or the thread cannot start.
 pub fn start_backends() -> std::io::Result<[SocketAddr; 2]> {
-    let mut listeners = Vec::new();
-    for (_, default) in BACKENDS {
-        let listener = std::net::TcpListener::bind(default)
-            .or_else(|_| std::net::TcpListener::bind("127.0.0.1:0"))?;
-        listeners.push(listener);
-    }
-    let [a, b]: [std::net::TcpListener; 2] = listeners
-        .try_into()
-        .map_err(|_| std::io::Error::other("two demo backends"))?;
-    serve_backends([a, b])
+    let bind = |(_, default): (&str, &str)| {
+        std::net::TcpListener::bind(default).or_else(|_| std::net::TcpListener::bind("127.0.0.1:0"))
+    };
+    serve_backends([bind(BACKENDS[0])?, bind(BACKENDS[1])?])
 }
 
 /// Serves the two demo backends on `listeners`, on a thread of their own; returns their
@@ -105,14 +99,11 @@ async fn serve_backend(name: &'static str, listener: TcpListener) {
                 while let Some(Ok(frame)) = upload.frame().await {
                     received += frame.data_ref().map_or(0, Bytes::len);
                 }
-                let body = if received == 0 {
-                    format!("hello from {name}: {} {}\n", parts.method, parts.uri)
-                } else {
-                    format!(
-                        "hello from {name}: {} {} ({received} bytes)\n",
-                        parts.method, parts.uri
-                    )
+                let size = match received {
+                    0 => String::new(),
+                    n => format!(" ({n} bytes)"),
                 };
+                let body = format!("hello from {name}: {} {}{size}\n", parts.method, parts.uri);
                 let mut response = Response::new(Full::new(Bytes::from(body)));
                 if let Ok(value) = http::HeaderValue::try_from(name) {
                     response.headers_mut().insert("x-backend", value);

@@ -8,7 +8,7 @@ mod common;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use common::process::{KillOnDrop, Log, STRAIT, spawn_run, temp_dir, temp_file};
+use common::process::{KillOnDrop, Log, STRAIT, spawn_run, spawn_run_under, temp_dir, temp_file};
 use http_body_util::BodyExt;
 use strait_testkit::{Upstream, http1_client, trace_init};
 
@@ -245,27 +245,7 @@ fn spawn_without_io_uring(errno: &str, io: &str, config: &std::path::Path) -> (K
         env!("CARGO_MANIFEST_DIR"),
         "/tests/seccomp/deny_io_uring.py"
     );
-    let mut child = KillOnDrop(Some(
-        Command::new("python3")
-            .args([
-                wrapper,
-                errno,
-                STRAIT,
-                "run",
-                "--admin",
-                "127.0.0.1:0",
-                "--io",
-                io,
-            ])
-            .arg("--config")
-            .arg(config)
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap(),
-    ));
-    let log = Log::new(child.get().stderr.take().unwrap());
-    (child, log)
+    spawn_run_under(&["python3", wrapper, errno], config, &["--io", io])
 }
 
 #[cfg(target_arch = "x86_64")]

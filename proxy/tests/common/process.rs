@@ -150,8 +150,23 @@ impl Drop for KillOnDrop {
 /// Starts `strait run` with the admin API on a free port, `extra` flags and `config`; its log
 /// is collected.
 pub fn spawn_run(config: &std::path::Path, extra: &[&str]) -> (KillOnDrop, Log) {
+    spawn_run_under(&[], config, extra)
+}
+
+/// [`spawn_run`] through `wrapper`, a command that executes the rest of its arguments (e.g.
+/// one that installs a seccomp filter first); no wrapper when empty.
+pub fn spawn_run_under(
+    wrapper: &[&str],
+    config: &std::path::Path,
+    extra: &[&str],
+) -> (KillOnDrop, Log) {
+    let (program, before) = match wrapper.split_first() {
+        Some((program, rest)) => (*program, [rest, &[STRAIT]].concat()),
+        None => (STRAIT, Vec::new()),
+    };
     let mut child = KillOnDrop(Some(
-        std::process::Command::new(STRAIT)
+        std::process::Command::new(program)
+            .args(before)
             .args(["run", "--admin", "127.0.0.1:0"])
             .args(extra)
             .arg("--config")
